@@ -1,5 +1,4 @@
 "Package metadata, read from `settings.ini` (the one place dependencies are declared)."
-import shlex
 from configparser import ConfigParser
 from pathlib import Path
 
@@ -16,8 +15,8 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = ['3.10', '3.11', '3.12', '3.13']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
-requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+requirements = cfg.get('requirements', '').split()
+dev_requirements = cfg.get('dev_requirements', '').split()
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(

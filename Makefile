@@ -1,0 +1,72 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (every check CI runs).
+# Both create the virtual environment .venv when there is none.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+
+.PHONY: help venv torch browser export readme nbtest docs pytest test demo clean
+help:
+	@echo "make demo  - set up .venv, run the demo (executed notebooks in outputs/) and build the docs site in _docs/"
+	@echo "make test  - set up .venv, run every notebook, the export check, pytest tests/ and the docs browser check"
+	@echo "make docs  - build the docs site in _docs/ (Quarto when on PATH, else the offline builder)"
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10 or newer is needed, this is " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch goes in first: with a GPU the default (CUDA) build; without one a CPU build, taken from a
+# local wheel when pip's find-links has one, else from the PyTorch CPU index (no multi-GB CUDA download).
+torch: | $(BIN)/python
+	@if $(BIN)/python -c 'import torch' 2>/dev/null; then echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q 'torch>=2.4'; \
+	elif $(BIN)/pip install -q --no-index --no-deps 'torch>=2.4' 2>/dev/null; then \
+	  $(BIN)/pip install -q "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else $(BIN)/pip install -q 'torch>=2.4' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; fi
+
+$(STAMP): settings.ini setup.py | $(BIN)/python
+	$(MAKE) --no-print-directory torch
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# The docs check drives the distribution's Chromium (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing chromium from the distribution's packages"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+export: venv
+	$(BIN)/nbdev_export
+
+nbtest: venv
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+docs: venv
+	$(BIN)/python tools/build_docs.py
+
+readme: venv
+	$(BIN)/jupyter nbconvert --log-level WARN --to markdown nbs/index.ipynb --output-dir . --output README
+
+pytest: venv
+	$(BIN)/python -m pytest tests -q -rs --durations=10
+
+test: venv browser
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory nbtest && $(MAKE) --no-print-directory docs && $(MAKE) --no-print-directory pytest; \
+	echo "make test took $$(( $$(date +%s) - start )) s"
+
+demo: venv
+	@mkdir -p outputs/notebooks
+	$(BIN)/jupyter nbconvert --log-level WARN --to notebook --execute --output-dir outputs/notebooks nbs/[0-9]*.ipynb
+	$(MAKE) --no-print-directory docs
+	@echo "demo done: executed notebooks in outputs/notebooks, docs site in _docs/index.html"
+
+clean:
+	rm -rf _proc _docs $(ARTIFACTS) .pytest_cache
