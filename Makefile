@@ -25,7 +25,7 @@ torch: | $(BIN)/python
 	@if $(BIN)/python -c 'import torch' 2>/dev/null; then echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q 'torch>=2.4'; \
 	elif $(BIN)/pip install -q --no-index --no-deps 'torch>=2.4' 2>/dev/null; then \
-	  $(BIN)/pip install -q "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	  $(BIN)/pip install -q "torch==$$($(BIN)/pip show torch | sed -n 's/^Version: //p')"; \
 	else $(BIN)/pip install -q 'torch>=2.4' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; fi
 
 $(STAMP): settings.ini setup.py | $(BIN)/python
