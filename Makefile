@@ -58,9 +58,9 @@ pytest: venv
 	$(BIN)/python -m pytest tests -q -rs --durations=10
 
 test: venv browser
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory nbtest && $(MAKE) --no-print-directory docs && $(MAKE) --no-print-directory pytest; \
-	echo "make test took $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); status=0; \
+	$(MAKE) --no-print-directory nbtest && $(MAKE) --no-print-directory docs && $(MAKE) --no-print-directory pytest || status=$$?; \
+	echo "make test took $$(( $$(date +%s) - start )) s"; exit $$status
 
 demo: venv
 	@mkdir -p outputs/notebooks

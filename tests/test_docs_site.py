@@ -1,12 +1,13 @@
 """The built docs site (`make docs` -> _docs/) opened in headless Chromium, page by page.
 
 Per page: it loads with no console errors, it has a title and an H1, every image has loaded, every
-internal link resolves, and every name a module exports has its rendered signature on its page.
+internal link resolves, and every function and class a module exports has its rendered signature on its page.
 One screenshot per page is saved under artifacts/docs/ for a person to look at.
 """
 import functools
 import http.server
 import importlib
+import inspect
 import re
 import shutil
 import threading
@@ -34,8 +35,9 @@ def exported_names():
     for mod in sorted((ROOT / 'renderdiffusion_nb').glob('[!_]*.py')):
         m = re.search(r'File to edit: \.\./nbs/(\S+\.ipynb)', mod.read_text())
         if not m: continue
-        names = getattr(importlib.import_module(f'renderdiffusion_nb.{mod.stem}'), '__all__', [])
-        out[page_of(NBS / m.group(1))] = list(names)
+        module = importlib.import_module(f'renderdiffusion_nb.{mod.stem}')
+        names = [n for n in getattr(module, '__all__', []) if inspect.isfunction(getattr(module, n)) or inspect.isclass(getattr(module, n))]
+        out[page_of(NBS / m.group(1))] = names
     return out
 
 
