@@ -28,7 +28,7 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
                 image:torch.Tensor, # (B, 3, H, W) input images in [-1, 1]
                 cameras:Cameras, # B cameras of the input images
                 t_r:int=0, # Noise level to reconstruct from: 0 (no noise) to T-1
-                steps:int|None=None, # Reverse steps from t_r to 0 (default: min(t_r + 1, 20))
+                steps:int|None=None, # Reverse steps from t_r to 0 (default 20; at most t_r + 1)
                 sampler:str='ddim', # 'ddim' (deterministic given the noise) or 'ddpm'
                 generator:torch.Generator|None=None, # Source of the noise
                ) -> dict: # 'planes' (B, 3, C, R, R), 'image' (B, 3, H, W) the input view re-rendered, 'x_tr' the noised input
@@ -45,7 +45,7 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
     def x0_fn(x_t, t):
         last.update(model(x_t, t, cams))
         return last['x0_hat']
-    out, _ = model.schedule.denoise(x0_fn, tuple(x.shape), steps=steps or min(t_r + 1, 20), sampler=sampler,
+    out, _ = model.schedule.denoise(x0_fn, tuple(x.shape), steps=min(steps or 20, t_r + 1), sampler=sampler,
                                     x_start=x_tr, t_start=t_r, generator=generator)
     return {'planes': last['planes'], 'image': out, 'x_tr': x_tr}
 
