@@ -16,10 +16,10 @@ from .core import check_tensor
 __all__ = ['NoiseSchedule', 'q_sample', 'q_posterior', 'ddpm_step', 'ddim_step', 'respace', 'denoise']
 
 # %% ../nbs/01_diffusion.ipynb #2d54abf2
-def _linear_betas(T, beta_start=1e-4, beta_end=0.02):
-    "DDPM's linear schedule, scaled so that any T spans the same noise range as T=1000."
+def _linear_betas(T, beta_start=1e-4, beta_end=0.02, max_beta=0.999):
+    "DDPM's linear schedule, scaled so that any T spans the same noise range as T=1000 (capped below 1 for tiny T)."
     scale = 1000 / T
-    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
+    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64).clamp(max=max_beta)
 
 def _cosine_betas(T, s=0.008, max_beta=0.999):
     "The cosine schedule: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) pi/2)."
