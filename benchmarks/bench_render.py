@@ -1,0 +1,243 @@
+"""Time and memory of the PyTorch reference renderer and the fused Triton renderer, side by side.
+
+One "render step" is what a training step renders: a coarse pass without gradients that returns the
+weights (n_coarse samples per ray), then the fine pass with gradients on n_coarse + n_fine sorted
+samples. Forward = both passes; forward+backward adds the fine pass's backward to the planes and the
+decoder. Usage:
+
+    python benchmarks/bench_render.py                   # GPU: the training and 128 x 128 configurations
+    python benchmarks/bench_render.py --configs small   # the CPU default (Triton runs in its interpreter there)
+    python benchmarks/bench_render.py --json out.json --fit fit.json --sweep
+"""
+from __future__ import annotations
+import argparse
+import copy
+import datetime
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from renderdiffusion_nb.cameras import get_rays, ray_box_intersect, sample_cameras
+from renderdiffusion_nb.render_triton import _RenderSamples, render_cost, render_samples_triton
+from renderdiffusion_nb.triplane import TriplaneDecoder
+
+try:
+    from renderdiffusion_nb.render import render_samples
+except ImportError: # before the reference page exists: the reference maths, written out (same as the tests')
+    import importlib.util, pathlib
+    _spec = importlib.util.spec_from_file_location('_t', pathlib.Path(__file__).parents[1] / 'tests' / 'test_render_triton.py')
+    _mod = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_mod)
+    render_samples = _mod.reference
+
+CONFIGS = { # B images of px x px rays; C, R of the triplane; decoder hidden width
+    'train': dict(B=32, px=64, n_coarse=64, n_fine=64, C=32, R=128, hidden=64),
+    'hires': dict(B=16, px=128, n_coarse=64, n_fine=64, C=32, R=256, hidden=64),
+    'small': dict(B=1, px=16, n_coarse=8, n_fine=8, C=8, R=32, hidden=16),
+}
+BACKENDS = {'torch': render_samples, 'triton': render_samples_triton}
+
+
+def make_inputs(B, px, n_coarse, n_fine, C, R, hidden, device, seed=0):
+    "Random planes and decoder, rays of random cameras, coarse and fine sample depths (fine sorted, importance-like)."
+    g = torch.Generator().manual_seed(seed)
+    planes = (torch.randn(B, 3, C, R, R, generator=g) * 0.5).to(device)
+    dec = TriplaneDecoder(C, hidden).to(device)
+    cams = sample_cameras(B, px, px, generator=g)
+    rays_o, rays_d = (x.contiguous().to(device) for x in get_rays(cams))
+    near, far = ray_box_intersect(rays_o, rays_d)
+    u = (torch.arange(n_coarse, device=device) + 0.5) / n_coarse
+    t_coarse = near[..., None] + (far - near)[..., None] * u
+    u_fine = torch.rand(B, px * px, n_fine, generator=g).to(device)
+    t_fine = torch.cat([t_coarse, near[..., None] + (far - near)[..., None] * u_fine], -1).sort(-1).values
+    return planes, dec, rays_o, rays_d, near, far, t_coarse, t_fine
+
+
+def step(fn, planes, dec, rays_o, rays_d, near, far, t_coarse, t_fine, backward):
+    "One render step: the coarse pass (no grad, weights), the fine pass, optionally its backward."
+    with torch.no_grad(): w = fn(planes, dec, rays_o, rays_d, t_coarse, near, far, 1.0, return_weights=True)['weights']
+    with torch.set_grad_enabled(backward):
+        out = fn(planes, dec, rays_o, rays_d, t_fine, near, far, 1.0)
+        if backward: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
+    return w
+
+
+def sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize()
+
+def time_ms(fn, device, budget_s=3.0, max_reps=50):
+    "Median wall time (ms) of fn after two warm-up calls, on the GPU between synchronisations with CUDA events."
+    for _ in range(2 if device.type == 'cuda' else 1): fn()
+    sync(device)
+    t0 = time.perf_counter(); fn(); sync(device); est = time.perf_counter() - t0
+    reps = int(max(3 if device.type == 'cuda' else 1, min(max_reps, budget_s / max(est, 1e-6))))
+    ts = []
+    for _ in range(reps):
+        if device.type == 'cuda':
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record(); fn(); b.record(); b.synchronize(); ts.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter(); fn(); ts.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(ts)
+
+def peak_mib(fn, device):
+    "Peak GPU memory allocated (MiB) during one call of fn, inputs included."
+    if device.type != 'cuda': return float('nan')
+    sync(device); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+    fn(); sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def ceilings(device):
+    "Measured device-to-device copy bandwidth (B/s, read + write) and fp32 / tf32 matmul rates (FLOP/s)."
+    if device.type != 'cuda': return dict(bw=float('nan'), fp32=float('nan'), tf32=float('nan'))
+    x = torch.empty(2**28, device=device); y = torch.empty_like(x)
+    bw = 2 * x.numel() * 4 / (time_ms(lambda: y.copy_(x), device, 1.0) / 1e3)
+    a, b = torch.randn(8192, 8192, device=device), torch.randn(8192, 8192, device=device)
+    rates = {}
+    for name, tf32 in (('fp32', False), ('tf32', True)):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        rates[name] = 2 * 8192**3 / (time_ms(lambda: a @ b, device, 1.0) / 1e3)
+        torch.backends.cuda.matmul.allow_tf32 = old
+    del x, y, a, b
+    return dict(bw=bw, **rates)
+
+
+def floor_ms(cfg, ceil):
+    "The step's floor: arithmetic at the fp32 rate or bytes at the copy bandwidth, whichever is larger (forward, forward+backward)."
+    B, N, Sc, Sf = cfg['B'], cfg['px']**2, cfg['n_coarse'], cfg['n_coarse'] + cfg['n_fine']
+    kw = dict(C=cfg['C'], R=cfg['R'], hidden=cfg['hidden'])
+    coarse, fine_f, fine_b = render_cost(B, N, Sc, **kw), render_cost(B, N, Sf, **kw), render_cost(B, N, Sf, backward=True, **kw)
+    coarse['floor_bytes'] += B * N * Sc * 4 # the weights it writes
+    res = {}
+    for name, parts in (('fwd', (coarse, fine_f)), ('fwdbwd', (coarse, fine_b))):
+        flop, nbytes = sum(p['flop'] for p in parts), sum(p['floor_bytes'] for p in parts)
+        res[name] = dict(gflop=flop / 1e9, gbytes=nbytes / 1e9, ms=1e3 * max(flop / ceil['fp32'], nbytes / ceil['bw']),
+                         ms_tf32=1e3 * max(flop / ceil['tf32'], nbytes / ceil['bw']))
+    return res
+
+
+def bench_config(name, cfg, device):
+    "Forward ms, forward+backward ms and peak MiB of both backends on one configuration."
+    inputs = make_inputs(**cfg, device=device)
+    planes, dec, *rest = inputs
+    planes.requires_grad_()
+    res = {}
+    for backend, fn in BACKENDS.items():
+        r = {}
+        try:
+            r['fwd_ms'] = time_ms(lambda: step(fn, planes, dec, *rest, backward=False), device)
+            r['fwdbwd_ms'] = time_ms(lambda: step(fn, planes, dec, *rest, backward=True), device)
+            planes.grad = None; dec.zero_grad(set_to_none=True)
+            r['fwd_mib'] = peak_mib(lambda: step(fn, planes, dec, *rest, backward=False), device)
+            r['fwdbwd_mib'] = peak_mib(lambda: step(fn, planes, dec, *rest, backward=True), device)
+        except torch.cuda.OutOfMemoryError:
+            r['oom'] = True
+        planes.grad = None; dec.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache() if device.type == 'cuda' else None
+        res[backend] = r
+    return res
+
+
+def sweep(device):
+    "Fine-pass time of the Triton kernels for several launch configurations (training configuration)."
+    cfg = CONFIGS['train']
+    planes, dec, rays_o, rays_d, near, far, _, t = make_inputs(**cfg, device=device)
+    bg = torch.ones(cfg['B'], 3, device=device)
+    params = [dec.fc1.weight, dec.fc1.bias, dec.fc2.weight, dec.fc2.bias]
+    rows = []
+    for launch in [(32, 4, 'ieee'), (64, 4, 'ieee'), (64, 8, 'ieee'), (128, 8, 'ieee'), (64, 4, 'tf32'), (128, 8, 'tf32')]:
+        for what, (gp, gd) in (('both', (True, True)), ('planes only', (True, False)), ('decoder only', (False, True))):
+            p = planes.detach().requires_grad_(gp)
+            ws = [w.detach().requires_grad_(gd) for w in params]
+            def run(bwd):
+                with torch.set_grad_enabled(bwd):
+                    out = _RenderSamples.apply(p, *ws, rays_o, rays_d, t, near, far, bg, dec.density_shift, False, launch)
+                    if bwd: out[0].sum().backward()
+            try: rows.append(dict(launch=launch, grads=what, fwd_ms=time_ms(lambda: run(False), device, 1.0), fwdbwd_ms=time_ms(lambda: run(True), device, 1.0)))
+            except Exception as e: rows.append(dict(launch=launch, grads=what, error=repr(e)[:300]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
+    "Fit a random triplane + decoder to images of a sphere with both backends from the same start: the two loss curves."
+    from renderdiffusion_nb.triplane import sphere_triplane
+    teacher_planes, teacher = sphere_triplane(n_features=8, resolution=64)
+    teacher_planes, teacher = teacher_planes.to(device), teacher.to(device)
+    g = torch.Generator().manual_seed(seed)
+    init_planes = (torch.randn(1, 3, C, R, R, generator=g) * 0.1).to(device)
+    init_dec = TriplaneDecoder(C, 32).to(device)
+    batches = []
+    for _ in range(steps):
+        rays_o, rays_d = (x.contiguous().to(device) for x in get_rays(sample_cameras(B, px, px, generator=g)))
+        near, far = ray_box_intersect(rays_o, rays_d)
+        t = near[..., None] + (far - near)[..., None] * (torch.arange(S, device=device) + torch.rand(B, px * px, S, generator=g).to(device)) / S
+        with torch.no_grad(): target = render_samples(teacher_planes.expand(B, -1, -1, -1, -1), teacher, rays_o, rays_d, t, near, far, 1.0)['rgb']
+        batches.append((rays_o, rays_d, t, near, far, target))
+    curves = {}
+    for backend, fn in BACKENDS.items():
+        planes, dec = init_planes.clone().requires_grad_(), copy.deepcopy(init_dec)
+        opt = torch.optim.Adam([planes, *dec.parameters()], lr=1e-2)
+        curves[backend] = []
+        for rays_o, rays_d, t, near, far, target in batches:
+            loss = F.mse_loss(fn(planes.expand(B, -1, -1, -1, -1), dec, rays_o, rays_d, t, near, far, 1.0)['rgb'], target)
+            opt.zero_grad(); loss.backward(); opt.step()
+            curves[backend].append(loss.item())
+    a, b = torch.tensor(curves['torch']), torch.tensor(curves['triton'])
+    return dict(steps=steps, curves=curves, max_rel_diff=((a - b).abs() / a).max().item(),
+                first=(a[0].item(), b[0].item()), last=(a[-10:].mean().item(), b[-10:].mean().item()))
+
+
+def table(results, device_name):
+    "The results as a Markdown table."
+    lines = [f'device: {device_name}; date: {results["date"]}', '',
+             '| config | backend | fwd ms | fwd+bwd ms | peak MiB fwd | peak MiB fwd+bwd | speed-up fwd | speed-up fwd+bwd | memory ratio fwd+bwd | floor ms fwd / fwd+bwd (fp32) | x floor fwd+bwd |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    for name, r in results['configs'].items():
+        ref, fl = r['torch'], r['floor']
+        for backend in BACKENDS:
+            x = r[backend]
+            if x.get('oom'): lines.append(f'| {name} | {backend} | OOM | | | | | | | | |'); continue
+            sp = lambda k: f"{ref[k] / x[k]:.1f}x" if not ref.get('oom') else 'ref OOM'
+            mem = f"{ref['fwdbwd_mib'] / x['fwdbwd_mib']:.1f}x" if not ref.get('oom') and x['fwdbwd_mib'] == x['fwdbwd_mib'] else ''
+            lines.append(f"| {name} | {backend} | {x['fwd_ms']:.2f} | {x['fwdbwd_ms']:.2f} | {x['fwd_mib']:.0f} | {x['fwdbwd_mib']:.0f} | "
+                         f"{sp('fwd_ms')} | {sp('fwdbwd_ms')} | {mem} | {fl['fwd']['ms']:.2f} / {fl['fwdbwd']['ms']:.2f} | {x['fwdbwd_ms'] / fl['fwdbwd']['ms']:.1f} |")
+    return '\n'.join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--configs', default=None, help="comma-separated names from " + ', '.join(CONFIGS) + " (default: train,hires on CUDA, small on CPU)")
+    ap.add_argument('--json', default=None, help='write all numbers to this JSON file')
+    ap.add_argument('--sweep', action='store_true', help='also time launch configurations of the Triton kernels')
+    ap.add_argument('--fit', default=None, help='also run the loss-curve comparison and write it to this JSON file')
+    args = ap.parse_args()
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU (Triton interpreter for the triton backend)'
+    names = (args.configs or ('train,hires' if device.type == 'cuda' else 'small')).split(',')
+    ceil = ceilings(device)
+    results = dict(device=device_name, date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                   torch=torch.__version__, ceilings=ceil, configs={})
+    print(f"ceilings: copy {ceil['bw'] / 1e12:.2f} TB/s, fp32 {ceil['fp32'] / 1e12:.1f} TFLOP/s, tf32 {ceil['tf32'] / 1e12:.1f} TFLOP/s", flush=True)
+    for name in names:
+        r = bench_config(name, CONFIGS[name], device)
+        r['floor'] = floor_ms(CONFIGS[name], ceil) if device.type == 'cuda' else dict(fwd=dict(ms=float('nan')), fwdbwd=dict(ms=float('nan')))
+        r['config'] = CONFIGS[name]
+        results['configs'][name] = r
+        print(name, json.dumps(r), flush=True)
+    if args.sweep and device.type == 'cuda': results['sweep'] = sweep(device)
+    if args.fit:
+        f = fit(device)
+        with open(args.fit, 'w') as fh: json.dump(f, fh)
+        print('fit: max relative difference of the loss curves', f['max_rel_diff'], 'first', f['first'], 'last 10 mean', f['last'], flush=True)
+    if args.json:
+        with open(args.json, 'w') as fh: json.dump(results, fh, indent=1)
+    print(table(results, device_name))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,157 @@
+"The fused Triton renderer against the reference renderer: outputs, every gradient, awkward sizes, bad input."
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from renderdiffusion_nb.render_triton import render_samples_triton
+from renderdiffusion_nb.triplane import TriplaneDecoder
+
+try:
+    from renderdiffusion_nb.render import render_samples as reference
+except ImportError: # the reference page is not there yet: the same maths, written out
+    def reference(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights=False):
+        B, N, S = t.shape
+        pts = rays_o[:, :, None] + t[..., None] * rays_d[:, :, None]
+        flat = pts.reshape(B, 1, N * S, 3)
+        f = sum(F.grid_sample(planes[:, p], flat[..., list(ax)], mode='bilinear', align_corners=False, padding_mode='border')[:, :, 0]
+                for p, ax in enumerate([(0, 1), (0, 2), (1, 2)])) / 3
+        f = f.transpose(1, 2).reshape(B, N, S, -1) * (pts.abs() <= 1).all(-1, keepdim=True)
+        sigma, c = decoder(f)
+        bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1)
+        tau = sigma * (bounds[..., 1:] - bounds[..., :-1])
+        w = torch.exp(-(tau.cumsum(-1) - tau)) * (1 - torch.exp(-tau))
+        op = w.sum(-1)
+        bg = torch.as_tensor(background, dtype=t.dtype, device=t.device).expand(B, 3)
+        out = dict(rgb=(w[..., None] * c).sum(-2) + (1 - op)[..., None] * bg[:, None], depth=(w * t).sum(-1) / op.clamp_min(1e-6), opacity=op)
+        if return_weights: out['weights'] = w
+        return out
+
+CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU')
+cpu_only = pytest.mark.skipif(CUDA, reason='the interpreter path runs only on machines without a GPU')
+
+
+def problem(B=2, N=10, S=7, C=5, R=6, hidden=12, seed=0, device='cpu', scale=0.7):
+    "Random planes and decoder, rays through the box (one that misses: near == far), samples partly outside the box."
+    g = torch.Generator().manual_seed(seed)
+    planes = torch.randn(B, 3, C, R, R, generator=g)
+    dec = TriplaneDecoder(C, hidden, density_shift=-0.5)
+    with torch.no_grad():
+        for p in dec.parameters(): p.copy_(torch.randn(p.shape, generator=g) * scale)
+    rays_o = torch.randn(B, N, 3, generator=g) * 0.3 - torch.tensor([0., 0., 2.5])
+    rays_d = F.normalize(torch.randn(B, N, 3, generator=g) * 0.3 + torch.tensor([0., 0., 1.]), dim=-1)
+    near = 1.5 + 0.3 * torch.rand(B, N, generator=g)
+    far = near + 1.5 + torch.rand(B, N, generator=g)
+    far[0, 0] = near[0, 0]
+    t = near[..., None] + torch.rand(B, N, S, generator=g).sort(-1).values * (far - near)[..., None]
+    bg = torch.rand(B, 3, generator=g)
+    return [x.to(device) for x in (planes,)] + [dec.to(device)] + [x.to(device) for x in (rays_o, rays_d, t, near, far, bg)]
+
+
+def _errors(fn, planes, dec, args, ref, dirs, dtype, grad_planes, grad_dec, return_weights):
+    "Max relative errors of fn's outputs and gradients (computed in dtype) against float64 ones."
+    p = planes.detach().to(dtype).requires_grad_(grad_planes)
+    d = copy.deepcopy(dec).to(dtype).requires_grad_(grad_dec)
+    out = fn(p, d, *[x.to(dtype) if isinstance(x, torch.Tensor) else x for x in args], return_weights=return_weights)
+    assert set(out) == set(ref[0])
+    for k in out: assert torch.isfinite(out[k]).all(), f'{k} has unwritten (NaN) or non-finite elements'
+    rel = lambda a, b: ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+    errs = {k: rel(out[k], ref[0][k]) for k in out}
+    if grad_planes or grad_dec:
+        sum((out[k] * dirs[k].to(out[k].dtype)).sum() for k in dirs).backward()
+        if grad_planes: errs['planes'] = rel(p.grad, ref[1])
+        else: assert p.grad is None
+        if grad_dec: errs |= {n: rel(a.grad, b) for (n, a), b in zip(d.named_parameters(), ref[2])}
+    return errs
+
+def compare(planes, dec, rays_o, rays_d, t, near, far, bg, return_weights=True, grad_planes=True, grad_dec=True, seed=1):
+    "Relative errors of the Triton renderer and of the float32 reference, both against the float64 reference."
+    args = (rays_o, rays_d, t, near, far, bg)
+    p64, d64 = planes.detach().double().requires_grad_(), copy.deepcopy(dec).double()
+    ref = reference(p64, d64, *[x.double() if isinstance(x, torch.Tensor) else x for x in args], return_weights=return_weights)
+    g = torch.Generator(device=planes.device).manual_seed(seed)
+    dirs = {k: torch.randn(v.shape, generator=g, device=planes.device) for k, v in ref.items()}
+    sum((ref[k] * dirs[k].double()).sum() for k in dirs).backward()
+    ref = ({k: v.detach() for k, v in ref.items()}, p64.grad, [q.grad for q in d64.parameters()])
+    kw = dict(grad_planes=grad_planes, grad_dec=grad_dec, return_weights=return_weights)
+    return (_errors(render_samples_triton, planes, dec, args, ref, dirs, torch.float32, **kw),
+            _errors(reference, planes, dec, args, ref, dirs, torch.float32, **kw))
+
+def assert_close(errs, floor=2e-5, factor=4):
+    "Each Triton error is under `floor` or within `factor` times the float32 reference's own error."
+    ours, theirs = errs
+    bad = {k: (ours[k], theirs[k]) for k in ours if ours[k] > max(floor, factor * theirs[k])}
+    assert not bad, f'(triton, torch fp32) relative errors against float64: {bad}'
+
+
+@cpu_only
+@pytest.mark.parametrize('kw', [dict(), dict(C=16, hidden=16, R=8, S=5), dict(B=1, N=3, S=1), dict(B=3, N=7, S=9, C=3, hidden=5, R=2)])
+def test_interpreter_matches_reference(kw):
+    assert_close(compare(*problem(**kw)))
+
+@cpu_only
+@pytest.mark.parametrize('grad_planes,grad_dec,return_weights', [(True, False, False), (False, True, False), (True, True, False)])
+def test_interpreter_partial_gradients(grad_planes, grad_dec, return_weights):
+    assert_close(compare(*problem(seed=3), return_weights=return_weights, grad_planes=grad_planes, grad_dec=grad_dec))
+
+@cpu_only
+@pytest.mark.parametrize('bg', [1.0, 0.25, (0.1, 0.5, 0.9)])
+def test_background_forms(bg):
+    *args, _ = problem(seed=4)
+    assert_close(compare(*args, torch.tensor(bg) if isinstance(bg, tuple) else bg, return_weights=False, grad_planes=False, grad_dec=False))
+
+@cpu_only
+def test_low_precision_planes_keep_their_dtype():
+    planes, dec, *rest = problem(seed=5)
+    p = planes.bfloat16().requires_grad_()
+    out = render_samples_triton(p, dec, *rest)
+    out['rgb'].sum().backward()
+    assert out['rgb'].dtype == torch.float32 and p.grad.dtype == torch.bfloat16
+    ref = reference(p.detach().float(), dec, *rest)
+    assert (out['rgb'] - ref['rgb']).abs().max() < 1e-5
+
+def test_no_grad_to_rays_depths_or_background():
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem()
+    for i, name in enumerate(['rays_o', 'rays_d', 't', 'near', 'far', 'background']):
+        args = [rays_o, rays_d, t, near, far, bg]
+        args[i] = args[i].clone().requires_grad_()
+        with pytest.raises(ValueError, match=f'{name} requires grad'): render_samples_triton(planes, dec, *args)
+
+def test_bad_shapes_and_decoder():
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem()
+    with pytest.raises(ValueError, match='t must have shape'): render_samples_triton(planes, dec, rays_o, rays_d, t[:, :4], near, far, bg)
+    with pytest.raises(ValueError, match='planes must have shape'): render_samples_triton(planes[:, :2], dec, rays_o, rays_d, t, near, far, bg)
+    with pytest.raises(ValueError, match='decoder must map C=5'): render_samples_triton(planes, TriplaneDecoder(4, 8), rays_o, rays_d, t, near, far, bg)
+    with pytest.raises(ValueError, match='background must be'): render_samples_triton(planes, dec, rays_o, rays_d, t, near, far, torch.ones(4))
+    with pytest.raises(TypeError, match='decoder must be a TriplaneDecoder'): render_samples_triton(planes, torch.nn.Linear(5, 4), rays_o, rays_d, t, near, far, bg)
+
+
+@cuda_only
+@pytest.mark.parametrize('kw', [dict(B=2, N=500, S=97, C=24, R=37, hidden=64), dict(B=3, N=333, S=64, C=32, R=128, hidden=64),
+                                dict(B=1, N=1000, S=97, C=7, R=16, hidden=20)])
+def test_gpu_matches_reference(kw):
+    assert_close(compare(*problem(**kw, device='cuda', scale=0.3)), floor=1e-4)
+
+@cuda_only
+def test_gpu_cpu_inputs_refused():
+    planes, dec, *rest = problem()
+    with pytest.raises(RuntimeError, match='runs on CUDA tensors'): render_samples_triton(planes, dec, *rest)
+
+@cuda_only
+def test_gpu_training_steps_match():
+    "Forty Adam steps fitting planes and decoder to a target: both backends give the same losses."
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=256, S=32, C=8, R=16, hidden=16, device='cuda', scale=0.3)
+    target = torch.rand(2, 256, 3, device='cuda', generator=torch.Generator(device='cuda').manual_seed(0))
+    losses = {}
+    for name, fn in (('torch', reference), ('triton', render_samples_triton)):
+        p, d = planes.clone().requires_grad_(), copy.deepcopy(dec)
+        opt = torch.optim.Adam([p, *d.parameters()], lr=1e-2)
+        losses[name] = []
+        for _ in range(40):
+            loss = F.mse_loss(fn(p, d, rays_o, rays_d, t, near, far, bg)['rgb'], target)
+            opt.zero_grad(); loss.backward(); opt.step()
+            losses[name].append(loss.item())
+    a, b = torch.tensor(losses['torch']), torch.tensor(losses['triton'])
+    assert ((a - b).abs() / a).max() < 1e-3, (a, b)
