@@ -114,7 +114,7 @@ def built(tmp_path_factory):
 
 def test_manifest_and_shards(built):
     m = read_manifest(built)
-    assert m['params'] == dict(family='cars', split='val', n=10, res=16, views=3, seed=0, generator_version=m['generator_version'])
+    assert m['params'] == dict(family='cars', split='val', n=10, res=16, views=3, seed=0, supersample=1, generator_version=m['generator_version'])
     assert m['counts'] == dict(scenes=10, views=3, images=30)
     assert len(m['shards']) > 1 and sum(s['count'] for s in m['shards']) == 10
     assert sorted(p.name for p in built.iterdir()) == sorted([s['file'] for s in m['shards']] + ['manifest.json'])
@@ -277,3 +277,20 @@ def test_cuda_matches_cpu():
     b = render_scenes('chairs', torch.arange(4), views=2, res=32, device='cuda')
     assert (a['image'] - b['image'].cpu()).abs().gt(1e-3).float().mean() < 0.01
     torch.testing.assert_close(a['K'], b['K'].cpu())
+
+
+def test_supersample(tmp_path):
+    a = render_scene('cars', 0, views=2, res=16, device='cpu')
+    b = render_scene('cars', 0, views=2, res=16, device='cpu', supersample=2)
+    assert b['image'].shape == a['image'].shape and b['image'].min() >= -1 and b['image'].max() <= 1
+    assert ((b['mask'] > 0) & (b['mask'] < 1)).any() and (b['object_mask'] <= b['mask'] + 1e-6).all()
+    full = (b['mask'] == 1) & (a['mask'] == 1)
+    assert (b['depth'] - a['depth'])[full].abs().median() < 0.02
+    assert (b['depth'][b['mask'] == 0] == 0).all()
+    with pytest.raises(ValueError, match='supersample must be an int >= 1'):
+        render_scene('cars', 0, supersample=0, device='cpu')
+    root = make_dataset('cars', 'test', n=2, res=8, out=tmp_path / 'aa', views=2, device='cpu', progress=False, supersample=2)
+    item = SceneDataset(root)[1]
+    assert ((item['mask'] > 0) & (item['mask'] < 1)).any()
+    with pytest.raises(ValueError, match='supersample: 2 on disk, 1 asked'):
+        make_dataset('cars', 'test', n=2, res=8, out=root, views=2, device='cpu', progress=False)
