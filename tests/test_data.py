@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from renderdiffusion_nb.cameras import Cameras, convert_opengl, get_rays, look_at, project_points
-from renderdiffusion_nb.data import (BACKGROUND, FAMILIES, MultiViewDataset, SceneDataset, culled_hit, export_nerf_synthetic,
+from renderdiffusion_nb.data import (BACKGROUND, FAMILIES, FLOOR_Z, object_bounds, MultiViewDataset, SceneDataset, culled_hit, export_nerf_synthetic,
                                      export_srn, hash_uniform, make_dataset, nearest_hit, read_manifest, read_nerf_synthetic,
                                      read_srn, render_scene, render_scenes, sample_scenes, scene_cameras, stream_key,
                                      unproject_depth)
@@ -41,6 +41,14 @@ def test_everything_inside_box(renders, family):
     cams = Cameras(r['K'].view(-1, 3, 3), r['c2w'].view(-1, 4, 4), 24, 24)
     pts = unproject_depth(r['depth'].view(-1, 1, 24, 24), cams)
     assert pts[r['mask'].view(12, -1) > 0].abs().max() <= 1 + 1e-4
+
+
+@pytest.mark.parametrize('family', FAM)
+def test_objects_inside_margin(family):
+    sc = sample_scenes(family, torch.arange(3000), device='cpu')
+    lo, hi = object_bounds(sc)
+    assert lo.min() >= -0.95 and hi.max() <= 0.95 and (lo[:, 2] >= FLOOR_Z - 1e-6).all()
+    assert sc.active.any(1).all() and (sc.half > 0).all()
 
 
 @pytest.mark.parametrize('family', FAM)
