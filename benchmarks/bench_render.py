@@ -1,9 +1,10 @@
 """Time and memory of the PyTorch reference renderer and the fused Triton renderer, side by side.
 
-One "render step" is what a training step renders: a coarse pass without gradients that returns the
-weights (n_coarse samples per ray), then the fine pass with gradients on n_coarse + n_fine sorted
-samples. Forward = both passes; forward+backward adds the fine pass's backward to the planes and the
-decoder. Usage:
+One "render step" is what a training step renders, through the shared entry point
+`render_rays(..., backend=)`: a coarse pass without gradients that returns the weights (n_coarse
+stratified samples per ray), importance sampling, then the fine pass with gradients on n_coarse +
+n_fine sorted samples. Forward = all of that with autograd recording; forward+backward adds the
+backward to the planes and the decoder. Usage:
 
     python benchmarks/bench_render.py                   # GPU: the training and 128 x 128 configurations
     python benchmarks/bench_render.py --configs small   # the CPU default (Triton runs in its interpreter there)
@@ -24,20 +25,14 @@ from renderdiffusion_nb.cameras import get_rays, ray_box_intersect, sample_camer
 from renderdiffusion_nb.render_triton import _RenderSamples, render_cost, render_samples_triton
 from renderdiffusion_nb.triplane import TriplaneDecoder
 
-try:
-    from renderdiffusion_nb.render import render_samples
-except ImportError: # before the reference page exists: the reference maths, written out (same as the tests')
-    import importlib.util, pathlib
-    _spec = importlib.util.spec_from_file_location('_t', pathlib.Path(__file__).parents[1] / 'tests' / 'test_render_triton.py')
-    _mod = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_mod)
-    render_samples = _mod.reference
+from renderdiffusion_nb.render import render_rays, render_samples
 
 CONFIGS = { # B images of px x px rays; C, R of the triplane; decoder hidden width
     'train': dict(B=32, px=64, n_coarse=64, n_fine=64, C=32, R=128, hidden=64),
     'hires': dict(B=16, px=128, n_coarse=64, n_fine=64, C=32, R=256, hidden=64),
     'small': dict(B=1, px=16, n_coarse=8, n_fine=8, C=8, R=32, hidden=16),
 }
-BACKENDS = {'torch': render_samples, 'triton': render_samples_triton}
+BACKENDS = ('torch', 'triton')
 
 
 def make_inputs(B, px, n_coarse, n_fine, C, R, hidden, device, seed=0):
@@ -55,13 +50,11 @@ def make_inputs(B, px, n_coarse, n_fine, C, R, hidden, device, seed=0):
     return planes, dec, rays_o, rays_d, near, far, t_coarse, t_fine
 
 
-def step(fn, planes, dec, rays_o, rays_d, near, far, t_coarse, t_fine, backward):
-    "One render step: the coarse pass (no grad, weights), the fine pass, optionally its backward."
-    with torch.no_grad(): w = fn(planes, dec, rays_o, rays_d, t_coarse, near, far, 1.0, return_weights=True)['weights']
-    with torch.set_grad_enabled(backward):
-        out = fn(planes, dec, rays_o, rays_d, t_fine, near, far, 1.0)
-        if backward: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
-    return w
+def step(backend, cfg, planes, dec, rays_o, rays_d, near, far, backward):
+    "One render step through the shared entry point `render_rays`: coarse pass, importance samples, fine pass, optionally its backward."
+    out = render_rays(planes, dec, rays_o, rays_d, near, far, n_coarse=cfg['n_coarse'], n_fine=cfg['n_fine'], backend=backend)
+    if backward: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
+    return out
 
 
 def sync(device):
@@ -122,18 +115,18 @@ def floor_ms(cfg, ceil):
 
 def bench_config(name, cfg, device):
     "Forward ms, forward+backward ms and peak MiB of both backends on one configuration."
-    inputs = make_inputs(**cfg, device=device)
-    planes, dec, *rest = inputs
+    planes, dec, rays_o, rays_d, near, far, _, _ = make_inputs(**cfg, device=device)
     planes.requires_grad_()
+    rest = (rays_o, rays_d, near, far)
     res = {}
-    for backend, fn in BACKENDS.items():
+    for backend in BACKENDS:
         r = {}
         try:
-            r['fwd_ms'] = time_ms(lambda: step(fn, planes, dec, *rest, backward=False), device)
-            r['fwdbwd_ms'] = time_ms(lambda: step(fn, planes, dec, *rest, backward=True), device)
+            r['fwd_ms'] = time_ms(lambda: step(backend, cfg, planes, dec, *rest, backward=False), device)
+            r['fwdbwd_ms'] = time_ms(lambda: step(backend, cfg, planes, dec, *rest, backward=True), device)
             planes.grad = None; dec.zero_grad(set_to_none=True)
-            r['fwd_mib'] = peak_mib(lambda: step(fn, planes, dec, *rest, backward=False), device)
-            r['fwdbwd_mib'] = peak_mib(lambda: step(fn, planes, dec, *rest, backward=True), device)
+            r['fwd_mib'] = peak_mib(lambda: step(backend, cfg, planes, dec, *rest, backward=False), device)
+            r['fwdbwd_mib'] = peak_mib(lambda: step(backend, cfg, planes, dec, *rest, backward=True), device)
         except torch.cuda.OutOfMemoryError:
             r['oom'] = True
         planes.grad = None; dec.zero_grad(set_to_none=True)
@@ -149,8 +142,9 @@ def sweep(device):
     bg = torch.ones(cfg['B'], 3, device=device)
     params = [dec.fc1.weight, dec.fc1.bias, dec.fc2.weight, dec.fc2.bias]
     rows = []
-    for launch in [(32, 4, 'ieee'), (64, 4, 'ieee'), (64, 8, 'ieee'), (128, 8, 'ieee'), (64, 4, 'tf32'), (128, 8, 'tf32')]:
-        for what, (gp, gd) in (('both', (True, True)), ('planes only', (True, False)), ('decoder only', (False, True))):
+    launches = [(64, 4, 1, 'ieee'), (32, 4, 1, 'ieee'), (64, 8, 1, 'ieee'), (128, 8, 1, 'ieee'), (64, 4, 2, 'ieee'), (64, 4, 1, 'tf32'), (128, 8, 1, 'tf32')]
+    for i, launch in enumerate(launches):
+        for what, (gp, gd) in (('both', (True, True)), ('planes only', (True, False)), ('decoder only', (False, True)))[:3 if i == 0 else 1]:
             p = planes.detach().requires_grad_(gp)
             ws = [w.detach().requires_grad_(gd) for w in params]
             def run(bwd):
@@ -160,7 +154,22 @@ def sweep(device):
             try: rows.append(dict(launch=launch, grads=what, fwd_ms=time_ms(lambda: run(False), device, 1.0), fwdbwd_ms=time_ms(lambda: run(True), device, 1.0)))
             except Exception as e: rows.append(dict(launch=launch, grads=what, error=repr(e)[:300]))
             print(rows[-1], flush=True)
+    rows.append(dict(compiled=compiled_info()))
     return rows
+
+
+def compiled_info():
+    "Registers, spills and shared memory of every compiled variant of the two kernels (Triton 3.x caches)."
+    from renderdiffusion_nb import render_triton as rt
+    info = []
+    for k in (rt._render_fwd_kernel, rt._render_bwd_kernel):
+        try:
+            for cache in k.device_caches.values():
+                for key, ck in cache[0].items():
+                    info.append(dict(kernel=k.__name__ if hasattr(k, '__name__') else str(k), n_regs=getattr(ck, 'n_regs', None), n_spills=getattr(ck, 'n_spills', None),
+                                     shared=getattr(ck.metadata, 'shared', None), num_warps=getattr(ck.metadata, 'num_warps', None), consts=str(getattr(ck.metadata, 'constants', ''))[:200]))
+        except Exception as e: info.append(dict(error=repr(e)[:200]))
+    return info
 
 
 def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
@@ -176,10 +185,11 @@ def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
         rays_o, rays_d = (x.contiguous().to(device) for x in get_rays(sample_cameras(B, px, px, generator=g)))
         near, far = ray_box_intersect(rays_o, rays_d)
         t = near[..., None] + (far - near)[..., None] * (torch.arange(S, device=device) + torch.rand(B, px * px, S, generator=g).to(device)) / S
+        t = torch.minimum(torch.maximum(t, near[..., None]), far[..., None])
         with torch.no_grad(): target = render_samples(teacher_planes.expand(B, -1, -1, -1, -1), teacher, rays_o, rays_d, t, near, far, 1.0)['rgb']
         batches.append((rays_o, rays_d, t, near, far, target))
     curves = {}
-    for backend, fn in BACKENDS.items():
+    for backend, fn in (('torch', render_samples), ('triton', render_samples_triton)):
         planes, dec = init_planes.clone().requires_grad_(), copy.deepcopy(init_dec)
         opt = torch.optim.Adam([planes, *dec.parameters()], lr=1e-2)
         curves[backend] = []

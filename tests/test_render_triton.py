@@ -46,6 +46,7 @@ def problem(B=2, N=10, S=7, C=5, R=6, hidden=12, seed=0, device='cpu', scale=0.7
     far = near + 1.5 + torch.rand(B, N, generator=g)
     far[0, 0] = near[0, 0]
     t = near[..., None] + torch.rand(B, N, S, generator=g).sort(-1).values * (far - near)[..., None]
+    t = torch.minimum(torch.maximum(t, near[..., None]), far[..., None])
     bg = torch.rand(B, 3, generator=g)
     return [x.to(device) for x in (planes,)] + [dec.to(device)] + [x.to(device) for x in (rays_o, rays_d, t, near, far, bg)]
 
