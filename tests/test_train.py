@@ -41,13 +41,14 @@ def micro_config(out, data='', **kw):
 
 
 def test_overfits_fixed_batch(tmp_path):
-    "A tiny model drives the x0 loss on four fixed 32x32 images (four scenes) down 10x (noise levels t < 100, 8+8 samples per ray)."
+    "A tiny model drives the x0 loss on four fixed 32x32 images (four scenes) down 10x (t < 100, 4+4 samples per ray: ~75 steps)."
+    # Noise levels t < 100: at high t the input hardly says which of the four scenes it shows, so no model can fit there.
     torch.manual_seed(0)
     ds = SceneDataset(make_dataset('chairs', 'train', n=4, res=32, out=tmp_path / 'd', progress=False))
     x0, K, c2w = collate([ds[i] for i in range(4)])
     cams = Cameras(K, c2w, 32, 32)
     from renderdiffusion_nb.model import RenderDiffusion
-    model = RenderDiffusion(model_config('tiny', n_coarse=8, n_fine=8))
+    model = RenderDiffusion(model_config('tiny', n_coarse=4, n_fine=4))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     losses = []
