@@ -171,7 +171,7 @@ def render_image(planes:torch.Tensor, # (B, 3, C, R, R) triplanes, or (1, 3, C, 
                  cameras:Cameras, # B cameras of size H x W (or any number with a single triplane)
                  chunk:int=32768, # Rays rendered at once, over the whole batch: bounds the memory
                  **kwargs, # Passed to `render_rays`: n_coarse, n_fine, background, jitter, generator, backend
-                ) -> dict: # 'rgb' (B, 3, H, W) in [0, 1], 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
+                ) -> dict: # 'rgb' (B, 3, H, W) in [0, 1], 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W) [, 'weights', 't' (B, S, H, W)]
     "Render every pixel of `cameras` from the triplanes, in chunks of rays."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     check_tensor(planes, 'planes', (None, 3, None, None, None), floating=True)
