@@ -201,6 +201,13 @@ def test_grid_and_log_written(tmp_path, data16):
     assert [r['step'] for r in recs] == [1, 2] and all(r['images_per_s'] > 0 and r['loss'] > 0 for r in recs)
 
 
+def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path, data16):
+    (tmp_path / 'r').mkdir(); (tmp_path / 'r' / 'notes.txt').write_text('mine')
+    with pytest.raises(FileNotFoundError, match='not a run folder'):
+        train(micro_config(tmp_path / 'r', data16, steps=1, resume=True))
+    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['notes.txt']
+
+
 def test_missing_data_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='does-not-exist.*does not exist'):
         train(micro_config(tmp_path / 'r', tmp_path / 'does-not-exist', steps=1))
