@@ -208,6 +208,14 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path, data16):
     assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['notes.txt']
 
 
+def test_t_max_draws(tmp_path, data16):
+    tr = Trainer(micro_config(tmp_path / 'r', data16, t_max=0, batch_size=4))
+    assert (tr._step_draws(3, 16, 16)[0] == 0).all()
+    tr.config = micro_config(tmp_path / 'r', data16, t_max=10, batch_size=4)
+    assert all((tr._step_draws(s, 16, 16)[0] <= 10).all() for s in range(20))
+    with pytest.raises(ValueError, match='t_max must be None or in'): micro_config(tmp_path, t_max=1000)
+
+
 def test_missing_data_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='does-not-exist.*does not exist'):
         train(micro_config(tmp_path / 'r', tmp_path / 'does-not-exist', steps=1))
