@@ -14,7 +14,7 @@ from .cameras import Cameras
 from .model import RenderDiffusion
 
 # %% auto #0
-__all__ = ['box_mask', 'freeform_mask', 'repaint_timeline', 'inpaint']
+__all__ = ['box_mask', 'freeform_mask', 'repaint_timeline', 'inpaint', 'inpaint_viewer']
 
 # %% ../nbs/12_inpaint.ipynb #43ad718f
 def box_mask(H:int, # Image height
@@ -109,3 +109,31 @@ def inpaint(model:RenderDiffusion, # A trained denoiser
         else:
             x = sched.alphas[k_next].sqrt().to(x) * x + sched.betas[k_next].sqrt().to(x) * noise()
     return {'image': x, 'render': last['x0_hat'], 'planes': last['planes']}
+
+# %% ../nbs/12_inpaint.ipynb #28b6d81e
+def inpaint_viewer(model:RenderDiffusion, # A trained denoiser
+                   image:torch.Tensor, # (1, 3, H, W) image in [-1, 1]
+                   camera:Cameras, # Its camera
+                   steps:int=50, # Respaced reverse steps
+                   seed:int=0, # Seed of the noise
+                  ):
+    "An ipywidgets tool: sliders place a box, the button inpaints it; result and a novel view are shown."
+    import ipywidgets as widgets
+    from renderdiffusion_nb.generate import _png
+    from renderdiffusion_nb.model import rotate_cameras
+    S = model.config.image_size
+    check_tensor(image, 'image', (1, 3, S, S), floating=True)
+    sl = {k: widgets.IntSlider(v, 0, S - 1, 1, description=k, continuous_update=False)
+          for k, v in dict(top=S // 4, left=S // 4, height=S // 2, width=S // 3).items()}
+    button, views = widgets.Button(description='Inpaint'), [widgets.Image(format='png') for _ in range(3)]
+    blank = torch.zeros(1, S, S)
+    mask = lambda: box_mask(S, S, sl['top'].value, sl['left'].value, max(1, sl['height'].value), max(1, sl['width'].value))
+    def show_mask(_=None): views[0].value = _png(torch.where(mask()[0], 1., image[0].cpu()), blank)
+    def run(_=None):
+        out = inpaint(model, image, mask(), camera, steps=steps, generator=torch.Generator().manual_seed(seed), progress=False)
+        with torch.no_grad(): nv = model.render(out['planes'], rotate_cameras(camera, 90).to(out['planes'].device))
+        views[1].value, views[2].value = _png(out['image'][0], blank), _png(nv['rgb'][0], nv['depth'][0])
+    for w in sl.values(): w.observe(show_mask, 'value')
+    button.on_click(run); show_mask()
+    return widgets.VBox([widgets.HBox(list(sl.values())[:2]), widgets.HBox(list(sl.values())[2:]), button,
+                         widgets.HBox([widgets.VBox([widgets.Label(l), v]) for l, v in zip(['input and box', 'inpainted', 'novel view | depth'], views)])])

@@ -18,7 +18,7 @@ from .triplane import TriplaneDecoder, sample_triplane
 from .model import RenderDiffusion
 
 # %% auto #0
-__all__ = ['reconstruct', 'density_grid', 'export_mesh']
+__all__ = ['reconstruct', 'density_grid', 'export_mesh', 'reconstruction_viewer']
 
 # %% ../nbs/11_reconstruct.ipynb #7edcdd2f
 def _model_device(model): return next(model.parameters()).device
@@ -90,3 +90,30 @@ def export_mesh(model:RenderDiffusion|TriplaneDecoder, # The model (or decoder) 
     mesh = trimesh.Trimesh(verts, faces, vertex_normals=normals, vertex_colors=colours, process=False)
     with atomic_write(path, overwrite) as tmp: mesh.export(tmp, file_type=path.suffix[1:].lower())
     return mesh
+
+# %% ../nbs/11_reconstruct.ipynb #3566d40a
+def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
+                          image:torch.Tensor, # (1, 3, H, W) input image in [-1, 1]
+                          camera:Cameras, # Its camera
+                          novel:Cameras|None=None, # A camera to show the reconstruction from (default: `camera` turned 90 degrees)
+                          t_max:int=200, # Largest t_r on the slider
+                          seed:int=0, # Seed of the reconstruction noise
+                         ):
+    "An ipywidgets viewer: a t_r slider re-runs the reconstruction; input view and a novel view are shown."
+    import ipywidgets as widgets
+    from renderdiffusion_nb.generate import _png
+    from renderdiffusion_nb.model import rotate_cameras
+    check_tensor(image, 'image', (1, 3, model.config.image_size, model.config.image_size), floating=True)
+    novel = rotate_cameras(camera, 90) if novel is None else novel
+    t_r = widgets.IntSlider(0, 0, t_max, 10, description='t_r', continuous_update=False)
+    views = [widgets.Image(format='png') for _ in range(3)]
+    dev = next(model.parameters()).device
+    def update(_=None):
+        rec = reconstruct(model, image, camera, t_r=t_r.value, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad(): out = model.render(rec['planes'], novel.to(dev))
+        views[0].value = _png(rec['x_tr'][0].clamp(-1, 1), torch.zeros(1, *image.shape[-2:]))
+        views[1].value = _png(rec['image'][0], torch.zeros(1, *image.shape[-2:]))
+        views[2].value = _png(out['rgb'][0], out['depth'][0])
+    t_r.observe(update, 'value'); update()
+    return widgets.VBox([t_r, widgets.HBox([widgets.VBox([widgets.Label(l), v]) for l, v in
+                                             zip(['x at t_r', 'input view', 'novel view | depth'], views)])])
