@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from renderdiffusion_nb.cameras import sample_cameras
-from renderdiffusion_nb.model import (Checkpoint, ModelConfig, RenderDiffusion, load_checkpoint, load_model, model_config,
+from renderdiffusion_nb.model import (Checkpoint, ModelConfig, RenderDiffusion, export_weights, load_checkpoint, load_model, model_config,
                                       rotate_cameras, save_checkpoint)
 
 MICRO = model_config('tiny', image_size=16, triplane_res=16, n_coarse=4, n_fine=4)
@@ -119,6 +119,19 @@ def test_fp16_shipping_copy(tmp_path, batch):
     for k, v in m.state_dict().items(): torch.testing.assert_close(m2.state_dict()[k], v, atol=2e-3, rtol=2e-3)
     ema_default = load_model(save_checkpoint(tmp_path / 'e.safetensors', m, ema={k: torch.zeros_like(v) for k, v in m.state_dict().items()}))
     assert all(v.abs().max() == 0 for v in ema_default.state_dict().values())
+
+
+def test_export_weights(tmp_path, batch):
+    m, opt = _trained(batch)
+    ema = {k: v.detach() + 1 for k, v in m.state_dict().items()}
+    src = save_checkpoint(tmp_path / 'train.safetensors', m, ema=ema, optimizer=opt, state={'step': 7})
+    dst = export_weights(src, tmp_path / 'ship.safetensors')
+    ck = load_checkpoint(dst, config=MICRO)
+    assert ck.ema is None and ck.optimizer is None and ck.state == {'source': 'train.safetensors', 'step': 7, 'weights': 'ema'}
+    assert all(v.dtype == torch.float16 for v in ck.model.values())
+    for k, v in ema.items(): torch.testing.assert_close(ck.model[k].float(), v, atol=1e-2, rtol=1e-3)
+    assert dst.stat().st_size < src.stat().st_size / 5
+    with pytest.raises(FileExistsError): export_weights(src, dst)
 
 
 def test_config_and_weight_mismatches_are_listed(tmp_path, batch):
