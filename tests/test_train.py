@@ -86,7 +86,7 @@ def test_sigkill_and_resume_matches_uninterrupted(tmp_path, data16):
     p = _run(script, tmp_path / 'a', data16, 7, 0, 0.0); out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     b = tmp_path / 'b'
-    p = _run(script, b, data16, 7, 0, 0.15)  # slow data: the run is killed between its checkpoints
+    p = _run(script, b, data16, 7, 0, 0.3)  # slow data (0.6 s a step): the run is killed between its checkpoints
     deadline = time.time() + 240
     while not (b / 'checkpoints' / 'step_0000004.safetensors').exists():
         assert p.poll() is None and time.time() < deadline, p.communicate()[0].decode()
