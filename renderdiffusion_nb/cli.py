@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 
 from .core import get_device
 from .data import SceneDataset, make_dataset
-from .train import train, train_config
+from .train import run_config, train, train_config
 from .model import load_model
 from .evaluate import (evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image,
                                          results_table, write_results)
@@ -43,18 +43,23 @@ def rd_data(family:str, # Scene family: clevr1, clevr3, chairs, cars or planes
 def rd_train(data:str, # Data set folder written by rd-data (one view per scene is used)
              out:str, # Run folder (config, log, checkpoints, sample grids)
              config:str='small', # Training preset: tiny, small or base
-             steps:int=None, # Optimizer steps in total (default: the preset's)
+             steps:int=None, # Optimizer steps in total (default: the preset's; may be raised on --resume)
              batch_size:int=None, # Global batch size (default: the preset's)
              lr:float=None, # Peak learning rate (default: the preset's)
+             t_max:int=None, # Largest timestep trained on; 0 trains the deterministic baseline (no noise)
              ckpt_every:int=None, # Steps between checkpoints (default: the preset's)
              seed:int=None, # Seed of weights, data order and noise (default: the preset's)
              device:str=None, # 'cpu' or 'cuda' (default: CUDA when available)
-             resume:bool=False, # Continue the run in `out` from its last checkpoint
+             resume:bool=False, # Continue the run in `out` from its last checkpoint, with its own config
             ):
     "Train a RenderDiffusion model on a data set."
-    given = dict(steps=steps, batch_size=batch_size, lr=lr, ckpt_every=ckpt_every, seed=seed, device=device)
-    path = train(train_config(config, data=data, out=out, resume=resume, **{k: v for k, v in given.items() if v is not None}))
-    print(f"final checkpoint: {path}")
+    if resume:
+        given = dict(data=data, steps=steps, ckpt_every=ckpt_every, device=device)
+        cfg = run_config(out, **{k: v for k, v in given.items() if v is not None})
+    else:
+        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, ckpt_every=ckpt_every, seed=seed, device=device)
+        cfg = train_config(config, data=data, out=out, **{k: v for k, v in given.items() if v is not None})
+    print(f"final checkpoint: {train(cfg)}")
 
 # %% ../nbs/14_cli.ipynb #d7fea793
 @call_parse
