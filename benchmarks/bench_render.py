@@ -271,7 +271,7 @@ def main():
         print('fastest launch within 1e-4 of float64:', best, flush=True)
         results['launch'] = best
         rt._launch_config = lambda device, n_rays: best # the benchmark below runs with it
-    results['launch'] = rt._launch_config(device, 1)
+    results['launch'] = rt._launch_config(device, CONFIGS[names[0]]['B'] * CONFIGS[names[0]]['px'] ** 2)
     for name in names:
         r = bench_config(name, CONFIGS[name], device)
         r['floor'] = floor_ms(CONFIGS[name], ceil) if device.type == 'cuda' else dict(fwd=dict(ms=float('nan')), fwdbwd=dict(ms=float('nan')))
