@@ -30,6 +30,9 @@ def get_device(device:str|torch.device|None=None, # `None` or 'auto' picks CUDA 
         raise RuntimeError(f"device {device!r} was asked for, but this machine has no CUDA GPU; use device='cpu'")
     return dev
 
+# %% ../nbs/00_core.ipynb #82e8182a
+if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1') # Triton's CPU interpreter where there is no GPU
+
 # %% ../nbs/00_core.ipynb #9ea384b1
 def seed_everything(seed:int, # Seed for Python, NumPy and PyTorch (CPU and CUDA)
                    ) -> torch.Generator:

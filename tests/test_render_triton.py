@@ -167,3 +167,23 @@ def test_render_rays_dispatch_matches_reference():
     ref = render_rays(planes, dec, rays_o, rays_d, near, far, backend='torch', **kw)
     out = render_rays(planes, dec, rays_o, rays_d, near, far, backend='triton', **kw)
     for k in ('rgb', 'depth', 'opacity'): assert (out[k] - ref[k]).abs().max() < 1e-4, k
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter switch matters only without a GPU")
+def test_interpreter_survives_torch_importing_triton_first():
+    "Building an optimizer makes PyTorch import triton; the library must have switched the interpreter on before that."
+    import subprocess, sys, textwrap
+    code = textwrap.dedent('''
+        import torch
+        from renderdiffusion_nb.triplane import sphere_triplane
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        from renderdiffusion_nb.render import render_rays
+        from renderdiffusion_nb.cameras import sample_cameras, get_rays, ray_box_intersect
+        planes, dec = sphere_triplane()
+        o, d = get_rays(sample_cameras(1, 4, 4, generator=torch.Generator().manual_seed(0)))
+        n, f = ray_box_intersect(o, d)
+        a, b = (render_rays(planes, dec, o, d, n, f, n_coarse=4, n_fine=4, backend=k)['rgb'] for k in ('torch', 'triton'))
+        assert (a - b).abs().max() < 1e-5
+    ''')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
