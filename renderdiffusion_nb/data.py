@@ -584,7 +584,7 @@ def make_dataset(family:str, # A name in `FAMILIES`: clevr1, clevr3, chairs, car
     params = dataset_params(fam.name, split, n, res, views, seed, supersample)
     if (out / MANIFEST).exists():
         old = read_manifest(out)
-        if old['params'] == params:
+        if old['params'] == params and not overwrite:
             for s in old['shards']:
                 p = out / s['file']
                 if not p.is_file() or p.stat().st_size != s['bytes']: raise ValueError(f"dataset shard {p} is missing or truncated; rebuild with make_dataset(..., overwrite=True)")

@@ -302,3 +302,18 @@ def test_supersample(tmp_path):
     assert ((item['mask'] > 0) & (item['mask'] < 1)).any()
     with pytest.raises(ValueError, match='supersample: 2 on disk, 1 asked'):
         make_dataset('cars', 'test', n=2, res=8, out=root, views=2, device='cpu', progress=False)
+
+
+def test_overwrite_repairs_a_damaged_dataset(tmp_path):
+    "The error messages say `overwrite=True` rebuilds a damaged dataset of the same parameters: it must."
+    d = tmp_path / 'ds'
+    make_dataset('clevr1', 'train', 4, 8, d, progress=False)
+    shard = sorted(d.glob('*.safetensors'))[0]
+    b = bytearray(shard.read_bytes()); b[-1] ^= 0xFF; shard.write_bytes(bytes(b))
+    with pytest.raises(ValueError, match='overwrite=True'): SceneDataset(d)
+    make_dataset('clevr1', 'train', 4, 8, d, progress=False, overwrite=True)
+    assert len(SceneDataset(d)) == 4
+    shard.unlink()
+    with pytest.raises(ValueError, match='missing or truncated'): make_dataset('clevr1', 'train', 4, 8, d, progress=False)
+    make_dataset('clevr1', 'train', 4, 8, d, progress=False, overwrite=True)
+    assert len(SceneDataset(d)) == 4
