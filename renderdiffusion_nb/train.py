@@ -67,7 +67,7 @@ class TrainConfig:
     batch_size:int = 32 # Global batch: split evenly over DDP ranks; lr is for this batch, whatever the number of ranks
     lr:float = 2e-4 # Peak learning rate (AdamW)
     warmup:int = 1000 # Linear warm-up steps from 0 to lr (Adam's early moments are noisy)
-    min_lr_frac:float = 0.1 # Cosine decay ends at lr * min_lr_frac at the last step
+    min_lr_frac:float = 0.1 # Cosine decay reaches lr * min_lr_frac at `steps`
     weight_decay:float = 0.0 # AdamW decoupled weight decay (ADM uses none)
     betas:tuple = (0.9, 0.999) # AdamW betas
     grad_clip:float = 1.0 # Clip the global gradient norm (guards the renderer's occasional large gradients)
@@ -142,7 +142,7 @@ class EMA:
     def __init__(self, model:torch.nn.Module, decay:float=0.999):
         if not 0 <= decay < 1: raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        self.shadow = {k: v.detach().float().clone() if v.is_floating_point() else v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model:torch.nn.Module, step:int):
@@ -151,6 +151,8 @@ class EMA:
         sd = model.state_dict()
         keys = [k for k, v in self.shadow.items() if v.is_floating_point()]
         torch._foreach_lerp_([self.shadow[k] for k in keys], [sd[k].float() for k in keys], 1 - d)
+        for k, v in self.shadow.items():
+            if not v.is_floating_point(): v.copy_(sd[k]) # integer buffers (counters) are copied, not averaged
 
     def state_dict(self) -> dict: return self.shadow
     def load_state_dict(self, sd:dict):
@@ -201,8 +203,9 @@ def open_dataset(folder:str|Path, # Data set folder written by `make_dataset`
                  config:ModelConfig|None=None, # The model's config: image size and background are checked against it
                 ) -> Dataset:
     "The monocular (one view per scene) training set in `folder`, checked against the model config."
+    if not str(folder): raise ValueError("no data folder given (TrainConfig.data is empty): pass the folder written by make_dataset")
     folder = Path(folder)
-    if not str(folder) or not folder.is_dir(): raise FileNotFoundError(f"data folder {str(folder)!r} does not exist; make one with the data module's make_dataset first")
+    if not folder.is_dir(): raise FileNotFoundError(f"data folder {str(folder)!r} does not exist; make one with the data module's make_dataset first")
     ds = SceneDataset(folder, monocular=True)
     check_dataset(ds, config)
     return ds
@@ -369,9 +372,10 @@ def _train_step(self:Trainer,
 
 def _stop(self:Trainer, what:str):
     "Stop the run on a numerical failure, pointing at the last good checkpoint."
-    where = f"the last good checkpoint is {self.last_ckpt} (step {self.step if self.last_ckpt else 0})" if self.last_ckpt else "no checkpoint was written yet"
+    where = (f"the last good checkpoint is {self.last_ckpt} (step {int(self.last_ckpt.stem.split('_')[-1])})" if self.last_ckpt
+             else "no checkpoint was written yet")
     raise FloatingPointError(f"step {self.step}: {what}; stopping without saving. {where}; "
-                             f"resume from it with a lower lr, a smaller grad_clip or precision='fp32'")
+                             f"resume from it, or start a new run with a lower lr, a smaller grad_clip or precision='fp32'")
 
 Trainer._step_draws, Trainer.train_step, Trainer._stop = _step_draws, _train_step, _stop
 

@@ -138,13 +138,14 @@ def test_ddp_two_ranks_equal_single_process(tmp_path, data16):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data16, monkeypatch):
     train(micro_config(tmp_path / 'r', data16, steps=2, ckpt_every=2))
     import renderdiffusion_nb.train as tr
-    real = tr.x0_loss
+    real, calls = tr.x0_loss, []
     def diverging(*a, **kw):
         loss, out = real(*a, **kw)
-        return loss * float('inf'), out
+        calls.append(1)
+        return (loss * float('inf') if len(calls) == 2 else loss), out
     monkeypatch.setattr(tr, 'x0_loss', diverging)
-    with pytest.raises(FloatingPointError, match=r'(?s)step 2: the loss is not finite.*last good checkpoint is .*step_0000002'):
-        train(micro_config(tmp_path / 'r', data16, steps=4, ckpt_every=1, resume=True))
+    with pytest.raises(FloatingPointError, match=r'(?s)step 3: the loss is not finite.*last good checkpoint is .*step_0000002\.safetensors \(step 2\)'):
+        train(micro_config(tmp_path / 'r', data16, steps=6, ckpt_every=4, resume=True))
     assert sorted(p.name for p in (tmp_path / 'r' / 'checkpoints').iterdir()) == ['step_0000002.safetensors']
     assert load_checkpoint(tmp_path / 'r' / 'checkpoints' / 'step_0000002.safetensors').state['step'] == 2
 
@@ -219,3 +220,17 @@ def test_t_max_draws(tmp_path, data16):
 def test_missing_data_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='does-not-exist.*does not exist'):
         train(micro_config(tmp_path / 'r', tmp_path / 'does-not-exist', steps=1))
+
+
+def test_empty_data_setting_is_named():
+    from renderdiffusion_nb.train import open_dataset
+    with pytest.raises(ValueError, match='TrainConfig.data is empty'): open_dataset('')
+
+
+def test_ema_copies_integer_buffers():
+    from renderdiffusion_nb.train import EMA
+    m = torch.nn.BatchNorm1d(2)
+    ema = EMA(m, decay=0.9)
+    m(torch.randn(8, 2)); m(torch.randn(8, 2))
+    ema.update(m, step=100)
+    assert ema.shadow['num_batches_tracked'].dtype == torch.long and int(ema.shadow['num_batches_tracked']) == 2
