@@ -98,7 +98,8 @@ def look_at(eye:torch.Tensor, # (B, 3) or (3,) camera centres
     check_tensor(eye, 'eye', (None, 3), finite=True)
     target = eye.new_zeros(3) if target is None else torch.as_tensor(target, dtype=eye.dtype, device=eye.device)
     up = eye.new_tensor([0., 0., 1.]) if up is None else torch.as_tensor(up, dtype=eye.dtype, device=eye.device)
-    fwd = (target - eye).expand_as(eye)
+    eye, target = torch.broadcast_tensors(eye, target)
+    fwd = target - eye
     dist = fwd.norm(dim=-1, keepdim=True)
     if (dist < 1e-8).any(): raise ValueError("look_at: eye and target coincide, the viewing direction is undefined")
     fwd = fwd / dist
@@ -127,8 +128,9 @@ def spherical_cameras(azimuth:torch.Tensor, # (B,) azimuth in degrees, from +x t
                       target:tuple=(0., 0., 0.), # Point the cameras look at
                      ) -> Cameras:
     "Cameras at the given spherical coordinates around `target`, looking at it."
-    az, el = torch.deg2rad(torch.as_tensor(azimuth, dtype=torch.float32)), torch.deg2rad(torch.as_tensor(elevation, dtype=torch.float32))
-    r = torch.as_tensor(radius, dtype=torch.float32, device=az.device)
+    az, el = (torch.deg2rad(torch.atleast_1d(torch.as_tensor(v, dtype=torch.float32))) for v in (azimuth, elevation))
+    r = torch.atleast_1d(torch.as_tensor(radius, dtype=torch.float32, device=az.device))
+    az, el, r = torch.broadcast_tensors(az, el, r)
     target = torch.as_tensor(target, dtype=torch.float32, device=az.device)
     eye = target + r[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
     K = intrinsics_from_fov(fov, H, W).to(az.device).expand(len(az), 3, 3).contiguous()
