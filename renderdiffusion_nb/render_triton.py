@@ -257,6 +257,9 @@ class _RenderSamples(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_rgb, g_depth, g_opacity, g_weights=None):
         W1, b1, W2, b2, rays_o, rays_d, t, near, far, bg, rgb, depth, opacity, weights = ctx.saved_tensors
+        if not hasattr(ctx, 'planes_cl'):
+            raise RuntimeError("render_samples_triton frees its plane copy in the first backward: a second backward through the same "
+                               "graph (retain_graph=True) is not supported; render again, or use backend='torch'")
         planes_cl = ctx.planes_cl
         shift, store_w, cfg, p_dtype, w_dtype = ctx.meta
         B, _, R, _, C = planes_cl.shape
@@ -331,4 +334,4 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
                                 _launch_config(planes.device, t.shape[0] * t.shape[1]))
     res = dict(rgb=outs[0], depth=outs[1], opacity=outs[2])
     if return_weights: res['weights'] = outs[3]
-    return res
+    return {k: v.to(t.dtype) for k, v in res.items()}

@@ -257,8 +257,6 @@ def test_backends(monkeypatch):
     planes, dec = sphere_triplane(n_features=4, resolution=16)
     g = torch.Generator().manual_seed(8)
     o, d, near, far = random_rays(1, 8, g)
-    ref = render_rays(planes, dec, o, d, near, far, n_coarse=4, n_fine=4, backend='torch')
-    torch.testing.assert_close(render_rays(planes, dec, o, d, near, far, n_coarse=4, n_fine=4, backend='auto')['rgb'], ref['rgb'])
     monkeypatch.setitem(sys.modules, 'renderdiffusion_nb.render_triton', None) # make the import fail
     with pytest.raises(ImportError, match="backend='triton' needs triton"):
         render_rays(planes, dec, o, d, near, far, backend='triton')

@@ -8,25 +8,7 @@ import torch.nn.functional as F
 from renderdiffusion_nb.render_triton import render_samples_triton
 from renderdiffusion_nb.triplane import TriplaneDecoder
 
-try:
-    from renderdiffusion_nb.render import render_samples as reference
-except ImportError: # the reference page is not there yet: the same maths, written out
-    def reference(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights=False):
-        B, N, S = t.shape
-        pts = rays_o[:, :, None] + t[..., None] * rays_d[:, :, None]
-        flat = pts.reshape(B, 1, N * S, 3)
-        f = sum(F.grid_sample(planes[:, p], flat[..., list(ax)], mode='bilinear', align_corners=False, padding_mode='border')[:, :, 0]
-                for p, ax in enumerate([(0, 1), (0, 2), (1, 2)])) / 3
-        f = f.transpose(1, 2).reshape(B, N, S, -1) * (pts.abs() <= 1).all(-1, keepdim=True)
-        sigma, c = decoder(f)
-        bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1)
-        tau = sigma * (bounds[..., 1:] - bounds[..., :-1])
-        w = torch.exp(-(tau.cumsum(-1) - tau)) * (1 - torch.exp(-tau))
-        op = w.sum(-1)
-        bg = torch.as_tensor(background, dtype=t.dtype, device=t.device).expand(B, 3)
-        out = dict(rgb=(w[..., None] * c).sum(-2) + (1 - op)[..., None] * bg[:, None], depth=(w * t).sum(-1) / op.clamp_min(1e-6), opacity=op)
-        if return_weights: out['weights'] = w
-        return out
+from renderdiffusion_nb.render import render_samples as reference
 
 CUDA = torch.cuda.is_available()
 cuda_only = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU')
@@ -187,3 +169,12 @@ def test_interpreter_survives_torch_importing_triton_first():
     ''')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_float64_inputs_give_float64_outputs_and_second_backward_is_refused():
+    planes, dec, *rest = problem(seed=6)
+    p = planes.double().requires_grad_()
+    out = render_samples_triton(p, dec.double(), *(x.double() if torch.is_tensor(x) and x.is_floating_point() else x for x in rest))
+    assert all(v.dtype == torch.float64 for v in out.values())
+    out['rgb'].sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match='second backward'): out['rgb'].sum().backward()
