@@ -130,3 +130,11 @@ def test_fp64_and_to():
     o, d = get_rays(c64)
     assert d.dtype == torch.float64
     assert cams.to('cpu').device.type == 'cpu'
+
+
+def test_look_at_broadcasts_and_spherical_takes_scalars():
+    from renderdiffusion_nb.cameras import look_at, spherical_cameras
+    c2w = look_at(torch.tensor([2., 0., 1.]), torch.tensor([[0., 0., 0.], [0., 0., .5]]))
+    assert c2w.shape == (2, 4, 4) and torch.allclose(c2w[:, :3, 3], torch.tensor([2., 0., 1.]).expand(2, 3))
+    cams = spherical_cameras(30., 20., 2.5, 8, 8)
+    assert len(cams) == 1 and torch.allclose(cams.centers.norm(dim=-1), torch.tensor([2.5]))
