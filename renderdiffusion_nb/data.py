@@ -28,8 +28,8 @@ __all__ = ['FLOOR_Z', 'BACKGROUND', 'LIGHT_DIR', 'AMBIENT', 'SHININESS', 'GENERA
            'CAR_COLOURS', 'FAMILIES', 'SPLITS', 'MANIFEST', 'stream_key', 'hash_uniform', 'Scene', 'hit_unit',
            'nearest_hit', 'surface_normal', 'object_bounds', 'culled_hit', 'raycast', 'hsv_to_rgb', 'clevr1_parts',
            'clevr3_parts', 'chairs_parts', 'cars_parts', 'planes_parts', 'Family', 'get_family', 'sample_scenes',
-           'scene_cameras', 'render_scene', 'render_scenes', 'unproject_depth', 'dataset_params', 'load_shard',
-           'read_manifest', 'make_dataset', 'MultiViewDataset', 'SceneDataset', 'export_srn', 'read_srn',
+           'scene_cameras', 'render_scene', 'rotate_hue', 'render_scenes', 'unproject_depth', 'dataset_params',
+           'load_shard', 'read_manifest', 'make_dataset', 'MultiViewDataset', 'SceneDataset', 'export_srn', 'read_srn',
            'export_nerf_synthetic', 'read_nerf_synthetic']
 
 # %% ../nbs/03_data.ipynb #319acb45
@@ -465,13 +465,28 @@ def render_scene(family:str, # A name in `FAMILIES`
                  seed:int=0, # Dataset seed
                  device=None, # Device (default: the cameras' device, else CUDA when available)
                  supersample:int=1, # Rays per pixel along each axis (2: anti-aliased)
+                 floor:tuple|None=None, # Replace the family's floor albedo (an out-of-distribution input)
+                 light:tuple=LIGHT_DIR, # Direction towards the light (another direction: out of distribution)
+                 hue_shift:float=0., # Turn the objects' colours round the colour wheel by this fraction of a turn
                 ) -> dict: # image (V, 3, H, W) in [-1, 1], depth / mask / object_mask (V, 1, H, W), cameras
-    "Render V views of one scene."
+    "Render V views of one scene, optionally with a floor, light or object colours its family never has."
     dev = get_device(device if device is not None or cameras is None else cameras.device)
     if cameras is None: cameras = scene_cameras(family, index, views, res, split, seed, dev)
     cameras = cameras.to(dev)
-    out = raycast(sample_scenes(family, index, split, seed, dev).repeat_interleave(len(cameras)), cameras, supersample=supersample)
+    scene = sample_scenes(family, index, split, seed, dev)
+    if floor is not None: scene.floor = torch.as_tensor(floor, dtype=scene.floor.dtype, device=dev).expand_as(scene.floor).clone()
+    if hue_shift: scene.colour = rotate_hue(scene.colour, hue_shift)
+    out = raycast(scene.repeat_interleave(len(cameras)), cameras, light=light, supersample=supersample)
     return dict(out, cameras=cameras)
+
+def rotate_hue(rgb:torch.Tensor, # (..., 3) colours in [0, 1]
+               turn:float, # Fraction of a turn round the grey axis
+              ) -> torch.Tensor: # (..., 3) in [0, 1]
+    "Rotate colours about the grey axis (1, 1, 1): a hue change that keeps brightness."
+    a, k = 2 * math.pi * turn, torch.full((3,), 1 / math.sqrt(3), dtype=rgb.dtype, device=rgb.device)
+    Kx = torch.tensor([[0., -1., 1.], [1., 0., -1.], [-1., 1., 0.]], dtype=rgb.dtype, device=rgb.device) / math.sqrt(3)
+    Rm = math.cos(a) * torch.eye(3, dtype=rgb.dtype, device=rgb.device) + math.sin(a) * Kx + (1 - math.cos(a)) * torch.outer(k, k)
+    return (rgb @ Rm.T).clamp(0, 1)
 
 def _default_chunk(res, device):
     "Images per ray-casting call: about 2**17 pixels on the CPU, 2**23 on a GPU."

@@ -317,3 +317,16 @@ def test_overwrite_repairs_a_damaged_dataset(tmp_path):
     with pytest.raises(ValueError, match='missing or truncated'): make_dataset('clevr1', 'train', 4, 8, d, progress=False)
     make_dataset('clevr1', 'train', 4, 8, d, progress=False, overwrite=True)
     assert len(SceneDataset(d)) == 4
+
+
+def test_out_of_distribution_variants():
+    from renderdiffusion_nb.data import render_scene, rotate_hue
+    a = render_scene('clevr1', 3, views=2, res=24, device='cpu')
+    assert torch.equal(a['image'], render_scene('clevr1', 3, views=2, res=24, device='cpu', hue_shift=0.)['image'])
+    b = render_scene('clevr1', 3, views=2, res=24, device='cpu', floor=(0.2, 0.5, 0.3))
+    floor, obj = (a['mask'] > 0) & (a['object_mask'] == 0), a['object_mask'] > 0
+    diff = (b['image'] - a['image']).abs().amax(1, keepdim=True)
+    assert diff[floor].mean() > 0.3 and diff[obj].max() == 0 and torch.equal(a['depth'], b['depth'])
+    x = torch.rand(16, 3)
+    torch.testing.assert_close(rotate_hue(x, 1.0), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rotate_hue(torch.full((1, 3), .4), .3), torch.full((1, 3), .4), atol=1e-6, rtol=0)
