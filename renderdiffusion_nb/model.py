@@ -306,7 +306,6 @@ def export_weights(src:str|Path, # A training checkpoint
                   ) -> Path:
     "A weights-only copy of a checkpoint (EMA weights by default, float16 by default) for shipping."
     ck = load_checkpoint(src)
-    model = RenderDiffusion(ck.config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in (ck.ema if ema and ck.ema else ck.model).items()})
+    model = load_model(src, ema=ema, device='cpu')
     return save_checkpoint(dst, model, dtype=dtype, overwrite=overwrite,
                            state={'source': Path(src).name, 'step': ck.state.get('step'), 'weights': 'ema' if ema and ck.ema else 'model'})
