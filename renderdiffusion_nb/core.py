@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['get_device', 'seed_everything', 'check_tensor', 'to_unit', 'to_signed', 'to_uint8', 'to_pil', 'from_pil',
-           'atomic_write', 'save_image', 'load_image', 'save_gif', 'show_images']
+__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'to_unit', 'to_signed', 'to_uint8', 'to_pil',
+           'from_pil', 'atomic_write', 'save_image', 'load_image', 'save_gif', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # `None` or 'auto' picks CUDA when available, else CPU
@@ -29,6 +29,14 @@ def get_device(device:str|torch.device|None=None, # `None` or 'auto' picks CUDA 
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} was asked for, but this machine has no CUDA GPU; use device='cpu'")
     return dev
+
+# %% ../nbs/00_core.ipynb #1ec74733
+def module_device(module:torch.nn.Module, # A module with at least one parameter
+                 ) -> torch.device:
+    "The device of a module's parameters."
+    p = next(module.parameters(), None)
+    if p is None: raise ValueError(f"{type(module).__name__} has no parameters, so it has no device")
+    return p.device
 
 # %% ../nbs/00_core.ipynb #82e8182a
 if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1') # Triton's CPU interpreter where there is no GPU

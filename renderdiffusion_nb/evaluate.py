@@ -14,7 +14,7 @@ from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm.auto import tqdm
 
-from .core import atomic_write, check_tensor, to_unit
+from .core import atomic_write, check_tensor, module_device, to_unit
 from .data import MultiViewDataset
 from .model import RenderDiffusion
 from .reconstruct import reconstruct
@@ -125,7 +125,7 @@ def encoder_features(model:RenderDiffusion, # The feature network: a model whose
                      batch_size:int=64, # Images per pass
                     ) -> torch.Tensor: # (N, D) spatially averaged bottleneck features at t = 0
     "Image features from a U-Net encoder's bottleneck."
-    feats, dev = [], next(model.parameters()).device
+    feats, dev = [], module_device(model)
     hook = model.encoder.mid[-1].register_forward_hook(lambda m, i, o: feats.append(o.float().mean((2, 3)).cpu()))
     try:
         for x in images.split(batch_size): model.encode(x.to(dev), torch.zeros(len(x), dtype=torch.long, device=dev))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .core import check_tensor, get_device, save_gif
+from .core import check_tensor, get_device, module_device, save_gif
 from .cameras import Cameras, orbit_cameras, sample_cameras
 from .data import get_family
 from .model import RenderDiffusion
@@ -31,8 +31,6 @@ def family_cameras(family:str, # A data family of page 03 (clevr1, clevr3, chair
                           generator=generator, device=device)
 
 # %% ../nbs/10_generate.ipynb #b30b27f5
-def _model_device(model): return next(model.parameters()).device
-
 @torch.no_grad()
 def generate(model:RenderDiffusion, # A trained denoiser
              n:int, # Number of scenes
@@ -47,7 +45,7 @@ def generate(model:RenderDiffusion, # A trained denoiser
             ) -> dict: # 'images' (n, 3, H, W) in [-1, 1], 'planes' (n, 3, C, R, R), 'cameras'
     "Generate `n` scenes: images and the triplanes they render."
     if not isinstance(n, int) or n < 1: raise ValueError(f"n must be a positive int, got {n!r}")
-    dev, S = _model_device(model), model.config.image_size
+    dev, S = module_device(model), model.config.image_size
     if cameras is None: cameras = family_cameras(family, n, S, generator=generator)
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != n or (cameras.H, cameras.W) != (S, S):

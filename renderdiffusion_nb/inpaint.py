@@ -9,7 +9,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from .core import check_tensor
+from .core import check_tensor, module_device
 from .cameras import Cameras
 from .model import RenderDiffusion
 
@@ -74,8 +74,6 @@ def repaint_timeline(steps:int, # K, respaced reverse steps
     return ts + [-1]
 
 # %% ../nbs/12_inpaint.ipynb #fe949ad9
-def _model_device(model): return next(model.parameters()).device
-
 @torch.no_grad()
 def inpaint(model:RenderDiffusion, # A trained denoiser
             image:torch.Tensor, # (B, 3, H, W) images in [-1, 1]; values under the mask are ignored
@@ -93,7 +91,7 @@ def inpaint(model:RenderDiffusion, # A trained denoiser
     known = ~_check_mask(mask, image)
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != len(image): raise ValueError(f"got {len(image)} images but {len(cameras)} cameras")
-    dev = _model_device(model)
+    dev = module_device(model)
     x0, known, cams = torch.where(known, image, 0.).to(dev), known.to(dev), cameras.to(dev)
     sched = model.schedule.respace(steps)
     gdev = 'cpu' if generator is None or generator.device.type == 'cpu' else generator.device

@@ -12,7 +12,7 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from .core import atomic_write, check_tensor
+from .core import atomic_write, check_tensor, module_device
 from .cameras import Cameras
 from .triplane import TriplaneDecoder, sample_triplane
 from .model import RenderDiffusion
@@ -21,8 +21,6 @@ from .model import RenderDiffusion
 __all__ = ['reconstruct', 'density_grid', 'export_mesh', 'reconstruction_viewer']
 
 # %% ../nbs/11_reconstruct.ipynb #7edcdd2f
-def _model_device(model): return next(model.parameters()).device
-
 @torch.no_grad()
 def reconstruct(model:RenderDiffusion, # A trained denoiser
                 image:torch.Tensor, # (B, 3, H, W) input images in [-1, 1]
@@ -38,7 +36,7 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != len(image): raise ValueError(f"got {len(image)} images but {len(cameras)} cameras")
     if not isinstance(t_r, int) or not 0 <= t_r < T: raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
-    dev = _model_device(model)
+    dev = module_device(model)
     x, cams = image.to(dev), cameras.to(dev)
     x_tr = model.schedule.q_sample(x, t_r, generator=generator) if t_r > 0 else x
     last = {}
@@ -107,7 +105,7 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
     novel = rotate_cameras(camera, 90) if novel is None else novel
     t_r = widgets.IntSlider(0, 0, t_max, 10, description='t_r', continuous_update=False)
     views = [widgets.Image(format='png') for _ in range(3)]
-    dev = next(model.parameters()).device
+    dev = module_device(model)
     def update(_=None):
         rec = reconstruct(model, image, camera, t_r=t_r.value, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad(): out = model.render(rec['planes'], novel.to(dev))
