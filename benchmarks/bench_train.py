@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from renderdiffusion_nb.cameras import Cameras
 from renderdiffusion_nb.core import get_device
 from renderdiffusion_nb.data import make_dataset
 from renderdiffusion_nb.train import Trainer, collate, train_config

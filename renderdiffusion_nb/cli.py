@@ -6,7 +6,6 @@
 from __future__ import annotations
 import datetime
 import platform
-from pathlib import Path
 
 import torch
 from fastcore.script import call_parse
@@ -15,8 +14,7 @@ from .core import get_device
 from .data import SceneDataset, make_dataset
 from .train import run_config, train, train_config
 from .model import load_model
-from .evaluate import (evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image,
-                                         results_table, write_results)
+from .evaluate import (evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image, write_results)
 
 # %% auto #0
 __all__ = ['rd_data', 'rd_train', 'rd_eval']

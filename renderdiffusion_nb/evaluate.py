@@ -5,7 +5,6 @@
 # %% ../nbs/13_evaluate.ipynb #79e6ba3f
 from __future__ import annotations
 import json
-import math
 from pathlib import Path
 
 import numpy as np

@@ -4,13 +4,12 @@
 
 # %% ../nbs/10_generate.ipynb #c9987dc0
 from __future__ import annotations
-import math
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .core import check_tensor, get_device, module_device, save_gif
+from .core import check_tensor, module_device, save_gif
 from .cameras import Cameras, orbit_cameras, sample_cameras
 from .data import get_family
 from .model import RenderDiffusion

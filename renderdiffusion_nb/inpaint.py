@@ -4,7 +4,6 @@
 
 # %% ../nbs/12_inpaint.ipynb #a853af2d
 from __future__ import annotations
-import math
 
 import torch
 from tqdm.auto import tqdm

@@ -4,10 +4,8 @@
 
 # %% ../nbs/05_render.ipynb #e4c49c3a
 from __future__ import annotations
-import math
 
 import torch
-import torch.nn.functional as F
 
 from .core import check_tensor
 from .cameras import Cameras, get_rays, ray_box_intersect
