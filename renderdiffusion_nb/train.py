@@ -25,8 +25,9 @@ from .model import (ModelConfig, RenderDiffusion, load_checkpoint, model_config,
                                       save_checkpoint)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'TrainConfig', 'train_config', 'lr_at', 'EMA',
-           'StepBatches', 'collate', 'open_dataset', 'check_dataset', 'checkpoints', 'run_config', 'Trainer', 'train']
+__all__ = ['TRAIN_PRESETS', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'sample_timesteps', 'TrainConfig', 'train_config',
+           'lr_at', 'EMA', 'StepBatches', 'collate', 'open_dataset', 'check_dataset', 'checkpoints', 'run_config',
+           'Trainer', 'train']
 
 # %% ../nbs/09_train.ipynb #dedc78ab
 def loss_weights(schedule, # `NoiseSchedule`
@@ -55,6 +56,19 @@ def x0_loss(model, # `RenderDiffusion` (or its DDP wrapper)
     per_sample = (out['x0_hat'].float() - x0.float()).square().mean((1, 2, 3))
     return (loss_weights(schedule, t, weighting) * per_sample).mean(), out
 
+# %% ../nbs/09_train.ipynb #200d517e
+def sample_timesteps(n:int, # How many timesteps
+                     t_hi:int, # They are drawn from {0, ..., t_hi - 1}
+                     power:float=1.0, # 1: uniform; p > 1 draws low t more often, P(t < a * t_hi) = a ** (1 / p)
+                     generator:torch.Generator|None=None, # Source of randomness (CPU)
+                    ) -> torch.Tensor: # (n,) int64 timesteps
+    "Timesteps for a training batch: uniform, or denser at low noise when `power` > 1."
+    if not power > 0: raise ValueError(f"power must be > 0, got {power!r}")
+    if not isinstance(t_hi, int) or t_hi < 1: raise ValueError(f"t_hi must be a positive int, got {t_hi!r}")
+    if power == 1: return torch.randint(0, t_hi, (n,), generator=generator)
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return (u.pow(power) * t_hi).long().clamp(max=t_hi - 1)
+
 # %% ../nbs/09_train.ipynb #1739a425
 @dataclass
 class TrainConfig:
@@ -73,6 +87,7 @@ class TrainConfig:
     ema_decay:float = 0.999 # EMA of the weights, used for sampling and the periodic grid
     weighting:str = 'uniform' # Loss weighting over t: 'uniform' or 'min_snr' (see `x0_loss`)
     t_max:int|None = None # Largest timestep drawn (None: T-1); 0 trains the deterministic baseline, the same network without noise
+    t_power:float = 1.0 # Timestep density (see `sample_timesteps`): 1 uniform (the paper), 2 puts half the draws below T/4
     jitter:bool = True # Jitter samples along rays while training (anti-aliasing in depth)
     precision:str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'
     backend:str = 'auto' # Renderer: 'auto' (Triton on CUDA when available), 'torch' or 'triton'
@@ -96,6 +111,7 @@ class TrainConfig:
             v = getattr(self, n)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
         if self.t_max is not None and not 0 <= self.t_max < self.model.T: raise ValueError(f"t_max must be None or in [0, {self.model.T - 1}], got {self.t_max!r}")
+        if not self.t_power > 0: raise ValueError(f"t_power must be > 0, got {self.t_power!r}")
         if self.lr <= 0 or self.warmup < 0 or not 0 <= self.min_lr_frac <= 1: raise ValueError("need lr > 0, warmup >= 0 and 0 <= min_lr_frac <= 1")
 
     def to_dict(self) -> dict: return {**asdict(self), 'model': self.model.to_dict()}
@@ -330,7 +346,7 @@ def _step_draws(self:Trainer, step:int, H:int, W:int) -> tuple:
     "This rank's timesteps (b,) and noise (b, 3, H, W) for `step`, sliced from the global batch's."
     c, b = self.config, self.config.batch_size // self.world
     g = torch.Generator().manual_seed(_mix(c.seed, 2, step))
-    t = torch.randint(0, c.model.T if c.t_max is None else c.t_max + 1, (c.batch_size,), generator=g)
+    t = sample_timesteps(c.batch_size, c.model.T if c.t_max is None else c.t_max + 1, c.t_power, generator=g)
     noise = torch.randn(c.batch_size, 3, H, W, generator=g)
     sl = slice(self.rank * b, (self.rank + 1) * b)
     return t[sl].to(self.device), noise[sl].to(self.device)
