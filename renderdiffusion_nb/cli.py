@@ -47,6 +47,7 @@ def rd_train(data:str, # Data set folder written by rd-data (one view per scene 
              t_max:int=None, # Largest timestep trained on; 0 trains the deterministic baseline (no noise)
              t_power:float=None, # Timestep density: 1 uniform (the preset's), 2 draws low noise more often (see page 09)
              warmup:int=None, # Learning-rate warm-up steps (default: the preset's)
+             init:str=None, # Start from this checkpoint's weights (e.g. a shipped model) instead of random ones
              ckpt_every:int=None, # Steps between checkpoints (default: the preset's)
              seed:int=None, # Seed of weights, data order and noise (default: the preset's)
              device:str=None, # 'cpu' or 'cuda' (default: CUDA when available)
@@ -57,7 +58,7 @@ def rd_train(data:str, # Data set folder written by rd-data (one view per scene 
         given = dict(data=data, steps=steps, ckpt_every=ckpt_every, device=device)
         cfg = run_config(out, **{k: v for k, v in given.items() if v is not None})
     else:
-        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, t_power=t_power, warmup=warmup, ckpt_every=ckpt_every, seed=seed, device=device)
+        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, t_power=t_power, warmup=warmup, init=init, ckpt_every=ckpt_every, seed=seed, device=device)
         cfg = train_config(config, data=data, out=out, **{k: v for k, v in given.items() if v is not None})
     print(f"final checkpoint: {train(cfg)}")
 

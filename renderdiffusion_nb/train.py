@@ -56,7 +56,7 @@ def x0_loss(model, # `RenderDiffusion` (or its DDP wrapper)
     per_sample = (out['x0_hat'].float() - x0.float()).square().mean((1, 2, 3))
     return (loss_weights(schedule, t, weighting) * per_sample).mean(), out
 
-# %% ../nbs/09_train.ipynb #200d517e
+# %% ../nbs/09_train.ipynb #8fd0f00c
 def sample_timesteps(n:int, # How many timesteps
                      t_hi:int, # They are drawn from {0, ..., t_hi - 1}
                      power:float=1.0, # 1: uniform; p > 1 draws low t more often, P(t < a * t_hi) = a ** (1 / p)
@@ -98,6 +98,7 @@ class TrainConfig:
     grid_every:int = 1000 # Steps between sample grids (0: never)
     num_workers:int = 2 # DataLoader worker processes per rank (0: load in the main process)
     device:str|None = None # None: CUDA when available (under DDP: cuda:LOCAL_RANK), else CPU
+    init:str = '' # Start from the weights of this checkpoint (its EMA weights when it has them), e.g. a shipped model; optimizer, EMA and step start afresh
     resume:bool = False # Continue the run in `out` from its last checkpoint
     progress:bool = True # Show a progress bar (rank 0)
 
@@ -317,6 +318,7 @@ def _prepare_run(self:Trainer):
         for tmp in (out / 'checkpoints').glob('.step_*.tmp'): tmp.unlink()
         with atomic_write(out / 'config.json', overwrite=True) as tmp: tmp.write_text(json.dumps(c.to_dict(), indent=1))
     if ckpts: self._load(ckpts[-1])
+    elif c.init: self._init_from(c.init)
     if self.rank == 0: self._trim_log()
 
 def _load(self:Trainer, path:Path):
@@ -327,6 +329,12 @@ def _load(self:Trainer, path:Path):
     self.ema.load_state_dict(ck.ema)
     self.opt.load_state_dict(ck.optimizer)
     self.step, self.last_ckpt = int(ck.state['step']), path
+
+def _init_from(self:Trainer, path:str|Path):
+    "Start a fresh run from a checkpoint's weights (EMA when present): fine-tuning or continuing on a new budget."
+    ck = load_checkpoint(path, config=self.config.model, device=self.device)
+    self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in (ck.ema or ck.model).items()})
+    self.ema = EMA(self.model, self.config.ema_decay)
 
 def _trim_log(self:Trainer):
     "Keep only whole log lines up to the current step (a killed run may have logged past its last checkpoint)."
@@ -339,7 +347,7 @@ def _trim_log(self:Trainer):
         if rec.get('step', 0) <= self.step: keep.append(line)
     with atomic_write(log, overwrite=True) as tmp: tmp.write_text(''.join(l + '\n' for l in keep))
 
-Trainer._prepare_run, Trainer._load, Trainer._trim_log = _prepare_run, _load, _trim_log
+Trainer._prepare_run, Trainer._load, Trainer._init_from, Trainer._trim_log = _prepare_run, _load, _init_from, _trim_log
 
 # %% ../nbs/09_train.ipynb #14c07b3b
 def _step_draws(self:Trainer, step:int, H:int, W:int) -> tuple:

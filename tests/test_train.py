@@ -234,3 +234,15 @@ def test_ema_copies_integer_buffers():
     m(torch.randn(8, 2)); m(torch.randn(8, 2))
     ema.update(m, step=100)
     assert ema.shadow['num_batches_tracked'].dtype == torch.long and int(ema.shadow['num_batches_tracked']) == 2
+
+
+def test_init_from_checkpoint(tmp_path, data16):
+    "init= starts a fresh run (step 0, new optimizer) from another run's EMA weights; a checkpoint of another config is refused."
+    first = Trainer(micro_config(tmp_path / 'a', data16, steps=2))
+    ck = first.fit()
+    ema = load_checkpoint(ck).ema
+    tr = Trainer(micro_config(tmp_path / 'b', data16, steps=2, init=str(ck)))
+    assert tr.step == 0 and not tr.opt.state
+    for k, v in tr.model.state_dict().items(): assert torch.equal(v, ema[k]), k
+    assert any(not torch.equal(v, first.model.state_dict()[k]) for k, v in ema.items() if v.is_floating_point())
+    with pytest.raises(ValueError, match='another config'): Trainer(micro_config(tmp_path / 'c', data16, init=str(ck), model=model_config(MICRO, decoder_hidden=16)))
