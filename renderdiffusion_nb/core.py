@@ -118,6 +118,8 @@ def atomic_write(path:str|Path, # Final file name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
+    umask = os.umask(0); os.umask(umask) # mkstemp makes the file private (0600); give it the mode a plain open() would
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
