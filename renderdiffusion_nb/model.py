@@ -4,7 +4,10 @@
 
 # %% ../nbs/08_model.ipynb #d1e355e1
 from __future__ import annotations
+import hashlib
+import importlib.resources
 import json
+import os
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,7 +27,8 @@ from .unet import TriplaneUNet, UNetConfig, unet_config
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'rotate_cameras', 'save_checkpoint',
-           'Checkpoint', 'load_checkpoint', 'load_model', 'export_weights']
+           'Checkpoint', 'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models',
+           'load_pretrained']
 
 # %% ../nbs/08_model.ipynb #57b4a44a
 @dataclass
@@ -309,3 +313,29 @@ def export_weights(src:str|Path, # A training checkpoint
     model = load_model(src, ema=ema, device='cpu')
     return save_checkpoint(dst, model, dtype=dtype, overwrite=overwrite,
                            state={'source': Path(src).name, 'step': ck.state.get('step'), 'weights': 'ema' if ema and ck.ema else 'model'})
+
+# %% ../nbs/08_model.ipynb #f5501613
+def weights_dir() -> Path:
+    "Folder of the shipped models: `$RENDERDIFFUSION_WEIGHTS` when set, else the package's `weights/` folder."
+    env = os.environ.get('RENDERDIFFUSION_WEIGHTS')
+    return Path(env) if env else Path(str(importlib.resources.files('renderdiffusion_nb'))) / 'weights'
+
+def pretrained_models() -> dict: # name -> model card
+    "The shipped models' cards, read from `weights_dir()/<name>.json`."
+    d = weights_dir()
+    return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob('*.json'))} if d.is_dir() else {}
+
+def load_pretrained(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see `pretrained_models`)
+                    device:str|torch.device|None=None, # Device (default: CUDA when available)
+                   ) -> RenderDiffusion:
+    "A shipped model, ready to use, after checking its file against the SHA-256 in its card."
+    cards, d = pretrained_models(), weights_dir()
+    if name not in cards: raise FileNotFoundError(f"no shipped model {name!r} in {d}; available: {', '.join(sorted(cards)) or 'none'}")
+    path = d / cards[name]['file']
+    fix = "restore it from the repository (git checkout -- <file>) or reinstall the package"
+    if not path.is_file(): raise FileNotFoundError(f"the weights of model {name!r} are missing: no file {path}; {fix}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != cards[name]['sha256']:
+        raise ValueError(f"the weights of model {name!r} are corrupt: {path} has SHA-256 {digest[:16]}..., its card says "
+                         f"{cards[name]['sha256'][:16]}... ({path.stat().st_size} bytes, card: {cards[name].get('bytes')}); {fix}")
+    return load_model(path, device=device)
