@@ -13,11 +13,12 @@ from skimage.measure import marching_cubes
 
 from .core import atomic_write, check_tensor, module_device
 from .cameras import Cameras
+from .data import render_scene
 from .triplane import TriplaneDecoder, sample_triplane
 from .model import RenderDiffusion
 
 # %% auto #0
-__all__ = ['reconstruct', 'density_grid', 'export_mesh', 'reconstruction_viewer']
+__all__ = ['OOD_VARIANTS', 'reconstruct', 'density_grid', 'export_mesh', 'reconstruction_viewer', 'tr_sweep']
 
 # %% ../nbs/11_reconstruct.ipynb #7edcdd2f
 @torch.no_grad()
@@ -68,7 +69,7 @@ def export_mesh(model:RenderDiffusion|TriplaneDecoder, # The model (or decoder) 
                 planes:torch.Tensor, # (1, 3, C, R, R) or (3, C, R, R), one triplane
                 path:str|Path, # Output file, .ply or .obj
                 resolution:int=96, # Grid points per axis over [-1, 1]
-                level:float|None=None, # Density of the surface (default: half a voxel's opacity)
+                level:float|None=None, # Density of the surface (default: ln 2 / 0.1, where a tenth of a unit of depth is half opaque)
                 overwrite:bool=False, # Replace an existing file
                ) -> trimesh.Trimesh:
     "Marching cubes on the triplane's density, coloured by the decoder, written as PLY or OBJ."
@@ -76,7 +77,7 @@ def export_mesh(model:RenderDiffusion|TriplaneDecoder, # The model (or decoder) 
     if path.suffix.lower() not in ('.ply', '.obj'): raise ValueError(f"path must end in .ply or .obj, got {path.name}")
     sigma = density_grid(model, planes, resolution).float().cpu().numpy()
     voxel = 2 / (resolution - 1)
-    level = math.log(2) / voxel if level is None else level
+    level = math.log(2) / 0.1 if level is None else level
     if not sigma.min() < level < sigma.max():
         raise ValueError(f"the density never crosses level {level:.3g} (it spans {sigma.min():.3g}..{sigma.max():.3g}): the scene is empty or solid; pass another level")
     verts, faces, normals, _ = marching_cubes(sigma, level=level, spacing=(voxel,) * 3)
@@ -114,3 +115,30 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
     t_r.observe(update, 'value'); update()
     return widgets.VBox([t_r, widgets.HBox([widgets.VBox([widgets.Label(l), v]) for l, v in
                                              zip(['x at t_r', 'input view', 'novel view | depth'], views)])])
+
+# %% ../nbs/11_reconstruct.ipynb #a34e46db
+OOD_VARIANTS = {'as trained': {}, 'new floor colour': {'floor': (0.2, 0.35, 0.9)},
+                'new light': {'light': (-0.9, 0.7, 0.4)}, 'new object colours': {'hue_shift': 0.5}}
+
+@torch.no_grad()
+def tr_sweep(model:RenderDiffusion, # A trained denoiser
+             family:str, # Data family of its test scenes
+             t_rs:tuple=(0, 40, 100, 250), # Noise levels to reconstruct from
+             n_scenes:int=4, # Test scenes per variant
+             variants:dict|None=None, # name -> `render_scene` keyword arguments (default `OOD_VARIANTS`)
+             steps:int=5, # Reverse steps from each t_r
+             seed:int=0, # Test-scene seed and noise seed
+            ) -> list: # rows: 'variant', 't_r', 'input_psnr', 'novel_psnr' (means over scenes)
+    "Input-view and novel-view PSNR of reconstructions at each t_r, on test scenes and out-of-distribution variants."
+    S, rows = model.config.image_size, []
+    psnr = lambda a, b: (-10 * torch.log10(((a.cpu() - b) / 2).square().mean((1, 2, 3)))).mean().item()
+    for name, kw in (OOD_VARIANTS if variants is None else variants).items():
+        scenes = [render_scene(family, i, views=2, res=S, split='test', seed=seed, **kw) for i in range(n_scenes)]
+        image = torch.cat([s['image'][:1] for s in scenes])
+        for t_r in t_rs:
+            rec = reconstruct(model, image, Cameras.cat([s['cameras'][:1] for s in scenes]), t_r=t_r, steps=steps,
+                              generator=torch.Generator().manual_seed(seed))
+            novel = model.render(rec['planes'], Cameras.cat([s['cameras'][1:2] for s in scenes]).to(module_device(model)))['rgb']
+            rows.append({'variant': name, 't_r': t_r, 'input_psnr': psnr(rec['image'], image),
+                         'novel_psnr': psnr(novel, torch.cat([s['image'][1:2] for s in scenes]))})
+    return rows
