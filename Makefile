@@ -10,7 +10,7 @@ ARTIFACTS ?= artifacts
 
 .PHONY: help venv torch browser export readme nbtest docs pytest test demo clean
 help:
-	@echo "make demo  - set up .venv, run the demo (executed notebooks in outputs/) and build the docs site in _docs/"
+	@echo "make demo  - set up .venv and run the demo of the shipped models: outputs/index.html"
 	@echo "make test  - set up .venv, run every notebook, the export check, pytest tests/ and the docs browser check"
 	@echo "make docs  - build the docs site in _docs/ (Quarto when on PATH, else the offline builder)"
 
@@ -63,10 +63,9 @@ test: venv browser
 	echo "make test took $$(( $$(date +%s) - start )) s"; exit $$status
 
 demo: venv
-	@mkdir -p outputs/notebooks
-	$(BIN)/jupyter nbconvert --log-level WARN --to notebook --execute --output-dir outputs/notebooks nbs/[0-9]*.ipynb
-	$(MAKE) --no-print-directory docs
-	@echo "demo done: executed notebooks in outputs/notebooks, docs site in _docs/index.html"
+	@start=$$(date +%s); \
+	$(BIN)/rd-demo --out outputs; \
+	echo "make demo took $$(( $$(date +%s) - start )) s: open outputs/index.html (the docs site: make docs)"
 
 clean:
 	rm -rf _proc _docs $(ARTIFACTS) .pytest_cache

@@ -314,7 +314,7 @@ def export_weights(src:str|Path, # A training checkpoint
     return save_checkpoint(dst, model, dtype=dtype, overwrite=overwrite,
                            state={'source': Path(src).name, 'step': ck.state.get('step'), 'weights': 'ema' if ema and ck.ema else 'model'})
 
-# %% ../nbs/08_model.ipynb #f5501613
+# %% ../nbs/08_model.ipynb #430ae34f
 def weights_dir() -> Path:
     "Folder of the shipped models: `$RENDERDIFFUSION_WEIGHTS` when set, else the package's `weights/` folder."
     env = os.environ.get('RENDERDIFFUSION_WEIGHTS')
