@@ -46,7 +46,7 @@ export: venv
 	$(BIN)/nbdev_export
 
 nbtest: venv
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 
 docs: venv
 	$(BIN)/python tools/build_docs.py

@@ -39,6 +39,21 @@ def offline_maths(page: Path):
     if new != text: page.write_text(new, encoding='utf-8')
 
 
+UP_LINK = re.compile(r'href="([^"/:#?]+\.html)(#[^"]*)?"')
+
+
+def root_links(page: Path, docs: Path):
+    "Point a subfolder page's links to root pages (nbdev writes API links relative to the site root) one level up per folder."
+    depth = len(page.relative_to(docs).parts) - 1
+    if not depth: return
+    def fix(m):
+        if (page.parent / m.group(1)).exists() or not (docs / m.group(1)).exists(): return m.group(0)
+        return f'href="{"../" * depth}{m.group(1)}{m.group(2) or ""}"'
+    text = page.read_text(encoding='utf-8')
+    new = UP_LINK.sub(fix, text)
+    if new != text: page.write_text(new, encoding='utf-8')
+
+
 def main():
     root = Path(__file__).resolve().parents[1]
     if shutil.which('quarto'):
@@ -60,6 +75,7 @@ def main():
         alias = rel.with_name(re.sub(r'^\d+[a-zA-Z0-9]*_', '', rel.name))
         if alias != rel and (docs / rel).exists() and not (docs / alias).exists():
             (docs / alias).write_text(REDIRECT.format(title=alias.stem, target=rel.name))
+    for page in docs.rglob('*.html'): root_links(page, docs)
     print(f"docs site built in {docs.relative_to(root)}/")
 
 
