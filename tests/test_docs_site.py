@@ -9,16 +9,14 @@ import http.server
 import importlib
 import inspect
 import re
-import shutil
 import threading
 from pathlib import Path
-from urllib.parse import urljoin, urlparse, unquote
+from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS, NBS, SHOTS = ROOT / '_docs', ROOT / 'nbs', ROOT / 'artifacts' / 'docs'
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 
 
 def page_of(nb: Path) -> Path:
@@ -51,17 +49,6 @@ def site():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{server.server_address[1]}/'
     server.shutdown()
-
-
-@pytest.fixture(scope='module')
-def browser():
-    if CHROMIUM is None: pytest.fail("Chromium is not installed: run `make browser` (installs the distribution's package)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                                                               '--disable-component-update', '--disable-sync', '--no-first-run'])
-        yield b
-        b.close()
 
 
 def test_every_notebook_has_a_page():

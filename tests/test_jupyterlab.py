@@ -34,10 +34,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS, SHOTS = ROOT / 'nbs' / 'tutorials', ROOT / 'artifacts' / 'jupyterlab'
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 NOTEBOOK = 'quickstart.ipynb'
 START_TIMEOUT, RUN_TIMEOUT, WIDGET_TIMEOUT = 90, 240, 60
-STDERR_ERROR = re.compile(r'Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b.*:', re.M)
+STDERR_ERROR = re.compile(r'Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b.*:', re.MULTILINE)
 
 # The state of the open notebook, read from JupyterLab's own models (not the DOM, which JupyterLab may
 # window): execution count, outputs and the kernel's status.
@@ -112,17 +111,6 @@ def lab(tmp_path_factory):
         try: proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill(); proc.wait(timeout=10)
-
-
-@pytest.fixture(scope='module')
-def browser():
-    if CHROMIUM is None: pytest.fail("Chromium is not installed: run `make browser` (installs the distribution's package)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                                                               '--disable-component-update', '--disable-sync', '--no-first-run'])
-        yield b
-        b.close()
 
 
 def shot(page, name: str):
