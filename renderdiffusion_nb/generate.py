@@ -113,7 +113,7 @@ def scene_viewer(model:RenderDiffusion, # The model whose decoder and renderer s
     fam = get_family(family)
     az = widgets.IntSlider(30, 0, 360, 5, description='azimuth', continuous_update=False)
     el = widgets.IntSlider(30, -10, 85, 5, description='elevation', continuous_update=False)
-    view = widgets.Image(format='png')
+    view = widgets.Image(format='png', width=4 * size) # colour | depth, shown at twice their pixel size
     def update(_=None):
         cam = spherical_cameras(torch.tensor([float(az.value)]), torch.tensor([float(el.value)]), torch.tensor([fam.radius]),
                                 size, size, fam.fov, fam.target)

@@ -122,7 +122,7 @@ def inpaint_viewer(model:RenderDiffusion, # A trained denoiser
     check_tensor(image, 'image', (1, 3, S, S), floating=True)
     sl = {k: widgets.IntSlider(v, 0, S - 1, 1, description=k, continuous_update=False)
           for k, v in dict(top=S // 4, left=S // 4, height=S // 2, width=S // 3).items()}
-    button, views = widgets.Button(description='Inpaint'), [widgets.Image(format='png') for _ in range(3)]
+    button, views = widgets.Button(description='Inpaint'), [widgets.Image(format='png', width=4 * S) for _ in range(3)]
     blank = torch.zeros(1, S, S)
     mask = lambda: box_mask(S, S, sl['top'].value, sl['left'].value, max(1, sl['height'].value), max(1, sl['width'].value))
     def show_mask(_=None): views[0].value = _png(torch.where(mask()[0], 1., image[0].cpu()), blank)

@@ -104,7 +104,7 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
     check_tensor(image, 'image', (1, 3, model.config.image_size, model.config.image_size), floating=True)
     novel = rotate_cameras(camera, 90) if novel is None else novel
     t_r = widgets.IntSlider(0, 0, t_max, 10, description='t_r', continuous_update=False)
-    views = [widgets.Image(format='png') for _ in range(3)]
+    views = [widgets.Image(format='png', width=4 * model.config.image_size) for _ in range(3)] # two tiles each, at twice their size
     dev = module_device(model)
     def update(_=None):
         rec = reconstruct(model, image, camera, t_r=t_r.value, generator=torch.Generator().manual_seed(seed))
