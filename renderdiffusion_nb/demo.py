@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .core import save_image, to_signed
 from .data import render_scene
+from .evaluate import psnr
 from .model import load_pretrained, pretrained_models
 from .generate import generate, render_orbit
 from .reconstruct import export_mesh, reconstruct
@@ -47,8 +48,6 @@ def tile_grid(rows:list, # Lists of (3, H, W) tiles in [-1, 1], all of one size
     return canvas
 
 # %% ../nbs/15_demo.ipynb #a4523924
-def _psnr(a, b): return (-10 * torch.log10(((a.float().cpu() - b.float().cpu()) / 2).square().mean((1, 2, 3)))).tolist()
-
 @torch.no_grad()
 def demo_reconstruction(model, # A shipped model
                         family:str, # Its data family
@@ -70,7 +69,7 @@ def demo_reconstruction(model, # A shipped model
         planes[tr] = rec['planes']
         for i, s in enumerate(scenes):
             v = model.render(rec['planes'][i:i + 1].expand(views, -1, -1, -1, -1), s['cameras'])
-            p = _psnr(v['rgb'], s['image'])
+            p = psnr(v['rgb'].cpu(), s['image'].cpu()).tolist()
             scores.append({'family': family, 'scene': i, 't_r': tr, 'input_psnr': p[0], 'novel_psnr': sum(p[1:]) / max(1, len(p) - 1)})
             row = [rec['x_tr'][i] if tr > 0 else s['image'][0]]
             for k in range(views): row += [s['image'][k], v['rgb'][k], depth_tile(v['depth'][k], v['opacity'][k])]
