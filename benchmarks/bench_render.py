@@ -26,7 +26,8 @@ from renderdiffusion_nb import render_triton as rt
 from renderdiffusion_nb.render_triton import _RenderSamples, render_cost, render_samples_triton
 from renderdiffusion_nb.triplane import TriplaneDecoder
 
-from renderdiffusion_nb.render import render_rays, render_samples
+from renderdiffusion_nb.render import importance_samples, render_rays, render_samples, stratified_samples
+from renderdiffusion_nb.render_triton import importance_samples_triton
 
 CONFIGS = { # B images of px x px rays; C, R of the triplane; decoder hidden width
     'train': dict(B=32, px=64, n_coarse=64, n_fine=64, C=32, R=128, hidden=64),
@@ -116,7 +117,7 @@ def floor_ms(cfg, ceil):
 
 def bench_config(name, cfg, device):
     "Forward ms, forward+backward ms and peak MiB of both backends on one configuration."
-    planes, dec, rays_o, rays_d, near, far, _, _ = make_inputs(**cfg, device=device)
+    planes, dec, rays_o, rays_d, near, far = make_inputs(**cfg, device=device)[:6] # only the step's inputs stay allocated
     planes.requires_grad_()
     rest = (rays_o, rays_d, near, far)
     res = {}
@@ -136,8 +137,37 @@ def bench_config(name, cfg, device):
     return res
 
 
+def breakdown(name, cfg, device):
+    "Where a render step's time goes, per backend: the coarse pass, the fine pass's depths, the fine pass forward and forward+backward."
+    planes, dec, rays_o, rays_d, near, far = make_inputs(**cfg, device=device)[:6]
+    bg = torch.ones(cfg['B'], 3, device=device)
+    g = lambda: torch.Generator(device=device).manual_seed(0)
+    rows = {}
+    for backend, comp, merge in (('torch', render_samples, importance_samples), ('triton', render_samples_triton, importance_samples_triton)):
+        with torch.no_grad():
+            tc = stratified_samples(near, far, cfg['n_coarse'], True, g())
+            w = comp(planes, dec, rays_o, rays_d, tc, near, far, bg, return_weights=True)['weights']
+            t = merge(tc, w, near, far, cfg['n_fine'], True, g())
+        p = planes.detach().requires_grad_()
+        def fine(bwd):
+            out = comp(p, dec, rays_o, rays_d, t, near, far, bg)
+            if bwd: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
+        def coarse():
+            with torch.no_grad(): comp(planes, dec, rays_o, rays_d, stratified_samples(near, far, cfg['n_coarse'], True, g()), near, far, bg, return_weights=True)
+        try:
+            rows[backend] = dict(coarse_ms=time_ms(coarse, device, 0.5), fine_depths_ms=time_ms(lambda: merge(tc, w, near, far, cfg['n_fine'], True, g()), device, 0.5),
+                                 fine_depths_mib=peak_mib(lambda: merge(tc, w, near, far, cfg['n_fine'], True, g()), device),
+                                 fine_fwd_ms=time_ms(lambda: fine(False), device, 0.5), fine_fwdbwd_ms=time_ms(lambda: fine(True), device, 0.5))
+        except torch.cuda.OutOfMemoryError: rows[backend] = dict(oom=True)
+        p.grad = None; dec.zero_grad(set_to_none=True)
+        if device.type == 'cuda': torch.cuda.empty_cache()
+        print(name, backend, rows[backend], flush=True)
+    return rows
+
+
 LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, dot precision)
-    (64, 4, 32, 4, 'tf32x3'), (64, 4, 32, 4, 'ieee'), (64, 4, 32, 4, 'tf32'), (64, 4, 16, 4, 'tf32x3')]
+    (64, 4, 32, 4, 'tf32x3'), (64, 4, 32, 4, 'ieee'), (64, 4, 32, 4, 'tf32'), (64, 4, 16, 4, 'tf32x3'),
+    (32, 4, 16, 4, 'tf32x3'), (64, 8, 16, 4, 'tf32x3'), (128, 8, 16, 4, 'tf32x3'), (64, 4, 8, 4, 'tf32x3'), (64, 4, 16, 8, 'tf32x3'), (64, 4, 32, 8, 'tf32x3')]
 
 def _fine(planes, params, shift, rays_o, rays_d, t, near, far, bg, launch, backward):
     "The fine pass through the autograd Function with a given launch configuration."
@@ -193,7 +223,7 @@ def compiled_info():
     "Registers, spills and shared memory of every compiled variant of the two kernels (Triton 3.x caches)."
     from renderdiffusion_nb import render_triton as rt
     info = []
-    for k in (rt._render_fwd_kernel, rt._render_bwd_kernel):
+    for k in (rt._render_fwd_kernel, rt._render_bwd_kernel, rt._importance_kernel):
         try:
             for cache in k.device_caches.values():
                 for key, ck in cache[0].items():
@@ -255,6 +285,7 @@ def main():
     ap.add_argument('--configs', default=None, help="comma-separated names from " + ', '.join(CONFIGS) + " (default: train,hires on CUDA, small on CPU)")
     ap.add_argument('--json', default=None, help='write all numbers to this JSON file')
     ap.add_argument('--sweep', action='store_true', help='also time launch configurations of the Triton kernels')
+    ap.add_argument('--breakdown', action='store_true', help='also time the parts of a render step (coarse pass, fine depths, fine pass) per backend')
     ap.add_argument('--fit', default=None, help='also run the loss-curve comparison and write it to this JSON file')
     args = ap.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -276,6 +307,7 @@ def main():
         r = bench_config(name, CONFIGS[name], device)
         r['floor'] = floor_ms(CONFIGS[name], ceil) if device.type == 'cuda' else dict(fwd=dict(ms=float('nan')), fwdbwd=dict(ms=float('nan')))
         r['config'] = CONFIGS[name]
+        if args.breakdown: r['breakdown'] = breakdown(name, CONFIGS[name], device)
         results['configs'][name] = r
         print(name, json.dumps(r), flush=True)
         if args.json:
@@ -291,6 +323,13 @@ def main():
         fl = r['floor']['fwdbwd'] if device.type == 'cuda' else None
         if fl: print(f"{name}: floor fwd+bwd {fl['gflop']:.0f} GFLOP, {fl['gbytes']:.2f} GB -> {fl['ms']:.2f} ms at fp32 ({fl['ms_tf32']:.2f} ms at tf32)")
     print(table(results, device_name))
+    if args.breakdown:
+        print('\n| config | backend | coarse pass ms | fine depths ms | fine depths peak MiB | fine pass fwd ms | fine pass fwd+bwd ms |\n| --- | --- | --- | --- | --- | --- | --- |')
+        for name, r in results['configs'].items():
+            for backend, x in r['breakdown'].items():
+                if x.get('oom'): print(f'| {name} | {backend} | OOM | | | | |'); continue
+                print(f"| {name} | {backend} | {x['coarse_ms']:.2f} | {x['fine_depths_ms']:.2f} | {x['fine_depths_mib']:.0f} | {x['fine_fwd_ms']:.2f} | {x['fine_fwdbwd_ms']:.2f} |")
+    if device.type == 'cuda': print('\ncompiled kernels:', json.dumps(compiled_info()))
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ from .cameras import Cameras, get_rays, ray_box_intersect
 from .triplane import sample_triplane
 
 # %% auto #0
-__all__ = ['render_samples', 'stratified_samples', 'sample_pdf', 'render_rays', 'render_image']
+__all__ = ['render_samples', 'stratified_samples', 'sample_pdf', 'importance_samples', 'render_rays', 'render_image']
 
 # %% ../nbs/05_render.ipynb #3c2e1d64
 def _background(background, B, like):
@@ -121,16 +121,31 @@ def sample_pdf(bounds:torch.Tensor, # (B, N, S+1) sorted bin bounds b_0..b_S
     frac = ((u - c_lo) / (c_hi - c_lo).clamp_min(1e-12)).clamp(0, 1)
     return b_lo + frac * (b_hi - b_lo)
 
+# %% ../nbs/05_render.ipynb #b11f7a99
+@torch.no_grad()
+def importance_samples(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near, far]
+                       weights:torch.Tensor, # (B, N, S) their compositing weights from the coarse pass
+                       near:torch.Tensor, # (B, N) first bin bound
+                       far:torch.Tensor, # (B, N) last bin bound
+                       n:int, # Importance samples to add per ray
+                       jitter:bool=False, # Stratified random u (training) instead of evenly spaced u (evaluation)
+                       generator:torch.Generator|None=None, # Source of the jitter
+                      ) -> torch.Tensor: # (B, N, S+n) sorted depths, without gradient
+    "The fine pass's depths: the coarse depths and `n` inverse-CDF samples from their weights, sorted along each ray."
+    if t.shape != weights.shape: raise ValueError(f"t and weights must have the same shape (B, N, S), got {tuple(t.shape)} and {tuple(weights.shape)}")
+    bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1) # (B, N, S+1): b_0..b_S
+    return torch.sort(torch.cat([t, sample_pdf(bounds, weights, n, jitter, generator)], -1), -1).values
+
 # %% ../nbs/05_render.ipynb #2870c04b
 def _compositor(backend, planes):
-    "The compositing function for `backend` ('auto', 'torch' or 'triton')."
+    "The compositing and fine-sampling functions for `backend` ('auto', 'torch' or 'triton'); None for the reference compositing."
     if backend not in ('auto', 'torch', 'triton'): raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None
-    try: from .render_triton import render_samples_triton
+    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None, importance_samples
+    try: from .render_triton import importance_samples_triton, render_samples_triton
     except ImportError as e:
-        if backend == 'auto': return None
+        if backend == 'auto': return None, importance_samples
         raise ImportError(f"backend='triton' needs triton and renderdiffusion_nb.render_triton, which failed to import: {e}") from e
-    return render_samples_triton
+    return render_samples_triton, importance_samples_triton
 
 def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 decoder, # `TriplaneDecoder`: features (..., C) -> sigma (...), rgb (..., 3)
@@ -150,15 +165,13 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far)
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
     bg = _background(background, dims['B'], planes)
-    fn = _compositor(backend, planes)
+    fn, fine_samples = _compositor(backend, planes)
     composite = (lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)) if fn is None else \
                 (lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg[:, 0].contiguous(), rw))
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
         if n_fine > 0:
-            w = composite(t, True)['weights']
-            bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1)
-            t = torch.sort(torch.cat([t, sample_pdf(bounds, w, n_fine, jitter, generator)], -1), -1).values
+            t = fine_samples(t, composite(t, True)['weights'], near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
     out = composite(t, return_weights)
     if return_weights: out['t'] = t
     return out

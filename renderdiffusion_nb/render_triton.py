@@ -12,9 +12,10 @@ import triton
 import triton.language as tl
 
 from .core import check_tensor
+from .render import _uniform
 
 # %% auto #0
-__all__ = ['render_cost', 'render_samples_triton']
+__all__ = ['render_cost', 'render_samples_triton', 'importance_samples_triton']
 
 # %% ../nbs/06_render_triton.ipynb #bb721330
 def render_cost(B:int, # Batch size
@@ -110,6 +111,21 @@ def _load_block(W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, offs_r, mr, n
     base = (offs_r // N).to(tl.int64) * (3 * R * R * C) # each ray reads its own image's planes
     return offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far, base
 
+@triton.jit
+def _sample_step(planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
+                 offs_c, offs_o, m2, W1t, b1, W2t, b2, R, C, shift, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
+    "Sample s of every ray in the block, as both kernels take it: the next depth and the bin, the decoder, sigma, colour and w_s."
+    has_next = tl.full([BLOCK_R], s + 1, tl.int32) < S
+    t_next = tl.load(t_ptr + r64 * S + s + 1, mask=mr & has_next, other=0.)
+    b_cur = tl.where(has_next, 0.5 * (t_cur + t_next), far)
+    delta = b_cur - b_prev
+    px, py, pz, inside, f, hpre, h, out = _decode(planes, base, ox, oy, oz, dx, dy, dz, t_cur, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC)
+    sigma = tl.sum(tl.where(offs_o[None, :] == 0, _softplus(out + shift), 0.), axis=1)
+    col = _sigmoid(out)
+    tau = sigma * delta
+    w = tl.exp(-tau_sum) * (1.0 - tl.exp(-tau))
+    return t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum + tau
+
 # %% ../nbs/06_render_triton.ipynb #91ab1b3c
 @triton.jit
 def _render_fwd_kernel(
@@ -131,17 +147,9 @@ def _render_fwd_kernel(
     acc_t = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc_w = tl.zeros([BLOCK_R], dtype=tl.float32)
     for s in range(0, S):
-        has_next = tl.full([BLOCK_R], s + 1, tl.int32) < S
-        t_next = tl.load(t_ptr + r64 * S + s + 1, mask=mr & has_next, other=0.)
-        b_cur = tl.where(has_next, 0.5 * (t_cur + t_next), far)
-        delta = b_cur - b_prev
-        px, py, pz, inside, f, hpre, h, out = _decode(planes, base, ox, oy, oz, dx, dy, dz, t_cur, offs_c, m2,
-                                                      W1t, b1v, W2t, b2v, R, C, PREC)
-        sigma = tl.sum(tl.where(offs_o[None, :] == 0, _softplus(out + shift), 0.), axis=1)
-        col = _sigmoid(out)
-        tau = sigma * delta
-        w = tl.exp(-tau_sum) * (1.0 - tl.exp(-tau))
-        tau_sum += tau
+        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum = _sample_step(
+            planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
+            offs_c, offs_o, m2, W1t, b1v, W2t, b2v, R, C, shift, BLOCK_R, PREC)
         acc_c += w[:, None] * col
         acc_t += w * t_cur
         acc_w += w
@@ -187,17 +195,9 @@ def _render_bwd_kernel(
     gW2t = tl.zeros([H_PAD, 16], dtype=tl.float32)
     gb2 = tl.zeros([16], dtype=tl.float32)
     for s in range(0, S):
-        has_next = tl.full([BLOCK_R], s + 1, tl.int32) < S
-        t_next = tl.load(t_ptr + r64 * S + s + 1, mask=mr & has_next, other=0.)
-        b_cur = tl.where(has_next, 0.5 * (t_cur + t_next), far)
-        delta = b_cur - b_prev
-        px, py, pz, inside, f, hpre, h, out = _decode(planes, base, ox, oy, oz, dx, dy, dz, t_cur, offs_c, m2,
-                                                      W1t, b1v, W2t, b2v, R, C, PREC)
-        sigma = tl.sum(tl.where(offs_o[None, :] == 0, _softplus(out + shift), 0.), axis=1)
-        col = _sigmoid(out)
-        tau = sigma * delta
-        w = tl.exp(-tau_sum) * (1.0 - tl.exp(-tau))
-        tau_sum += tau
+        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum = _sample_step(
+            planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
+            offs_c, offs_o, m2, W1t, b1v, W2t, b2v, R, C, shift, BLOCK_R, PREC)
         e = tl.sum(g_rgb * col, axis=1) + a_t * t_cur + a_0 # dL/dw_i
         if HAS_GW:
             e += tl.load(g_w_ptr + r64 * S + s, mask=mr, other=0.)
@@ -335,3 +335,72 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
     res = dict(rgb=outs[0], depth=outs[1], opacity=outs[2])
     if return_weights: res['weights'] = outs[3]
     return {k: v.to(t.dtype) for k, v in res.items()}
+
+# %% ../nbs/06_render_triton.ipynb #859b8935
+@triton.jit
+def _running_max(a, b): return tl.maximum(a, b)
+
+@triton.jit
+def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays, S, F,
+                       BLOCK_R: tl.constexpr, F_PAD: tl.constexpr, JITTER: tl.constexpr):
+    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mr = offs_r < n_rays
+    r64 = offs_r.to(tl.int64)
+    offs_f = tl.arange(0, F_PAD); mf = offs_f < F
+    m2 = mr[:, None] & mf[None, :]
+    near = tl.load(near_ptr + r64, mask=mr, other=0.); far = tl.load(far_ptr + r64, mask=mr, other=0.)
+    if JITTER: r = tl.load(r_ptr + r64[:, None] * F + offs_f[None, :], mask=m2, other=0.5)
+    else: r = tl.full([BLOCK_R, F_PAD], 0.5, tl.float32)
+    u = (offs_f[None, :].to(tl.float32) + r) / F # (BLOCK_R, F_PAD) in [0, 1)
+    total = tl.zeros([BLOCK_R], dtype=tl.float32) # 1. the total weight
+    for j in range(0, S):
+        total += tl.maximum(tl.load(w_ptr + r64 * S + j, mask=mr, other=0.), 0.) + 1e-5
+    c_lo = tl.zeros([BLOCK_R], dtype=tl.float32) # 2. the inverse CDF: F(b_j), b_j and t_j walk along the bins
+    b_lo = near
+    t_j = tl.load(tc_ptr + r64 * S, mask=mr, other=0.)
+    tf = tl.zeros([BLOCK_R, F_PAD], dtype=tl.float32)
+    for j in range(0, S):
+        has_next = tl.full([BLOCK_R], j + 1, tl.int32) < S
+        t_n = tl.load(tc_ptr + r64 * S + j + 1, mask=mr & has_next, other=0.)
+        b_hi = tl.where(has_next, 0.5 * (t_j + t_n), far)
+        w_j = tl.maximum(tl.load(w_ptr + r64 * S + j, mask=mr, other=0.), 0.) + 1e-5
+        c_hi = tl.where(has_next, c_lo + w_j / total, 1.0)
+        inv = 1.0 / tl.maximum(c_hi - c_lo, 1e-12)
+        frac = tl.minimum(tl.maximum((u - c_lo[:, None]) * inv[:, None], 0.), 1.)
+        tf = tl.where(u >= c_lo[:, None], b_lo[:, None] + frac * (b_hi - b_lo)[:, None], tf)
+        c_lo = c_hi; b_lo = b_hi; t_j = t_n
+    tf = tl.associative_scan(tf, 1, _running_max) # non-decreasing along each ray despite rounding
+    cnt = tl.zeros([BLOCK_R, F_PAD], dtype=tl.int32) # 3. the merge by rank
+    for j in range(0, S):
+        t_j = tl.load(tc_ptr + r64 * S + j, mask=mr, other=0.)
+        cnt += (t_j[:, None] < tf).to(tl.int32)
+        before = tl.sum(((tf <= t_j[:, None]) & mf[None, :]).to(tl.int32), axis=1)
+        tl.store(out_ptr + r64 * (S + F) + j + before, t_j, mask=mr)
+    tl.store(out_ptr + r64[:, None] * (S + F) + offs_f[None, :] + cnt, tf, mask=m2)
+
+# %% ../nbs/06_render_triton.ipynb #e2f44a4e
+@torch.no_grad()
+def importance_samples_triton(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near, far]
+                              weights:torch.Tensor, # (B, N, S) their compositing weights from the coarse pass
+                              near:torch.Tensor, # (B, N) first bin bound
+                              far:torch.Tensor, # (B, N) last bin bound
+                              n:int, # Importance samples to add per ray
+                              jitter:bool=False, # Stratified random u (training) instead of evenly spaced u (evaluation)
+                              generator:torch.Generator|None=None, # Source of the jitter
+                             ) -> torch.Tensor: # (B, N, S+n) sorted depths, without gradient
+    "`importance_samples` in one Triton kernel per block of rays: inverse-CDF samples merged with the coarse depths, no sort."
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise ValueError(f"the number of samples must be a positive int, got {n!r}")
+    dims = check_tensor(t, 't', ('B', 'N', 'S'), floating=True)
+    check_tensor(weights, 'weights', ('B', 'N', 'S'), dims=dims, floating=True)
+    check_tensor(near, 'near', ('B', 'N'), dims=dims, floating=True)
+    check_tensor(far, 'far', ('B', 'N'), dims=dims, floating=True)
+    for name, x in (('weights', weights), ('near', near), ('far', far)):
+        if x.device != t.device: raise ValueError(f"{name} is on {x.device} but t is on {t.device}")
+    B, N, S = t.shape
+    f32 = lambda x: x.detach().to(torch.float32).contiguous()
+    r = f32(_uniform((B, N, n), generator, weights)) if jitter else None # the same draw as sample_pdf's
+    out = torch.full((B, N, S + n), float('nan'), device=t.device) # poisoned: every slot is written once
+    block = 32 if t.device.type == 'cuda' else min(256, _pad(B * N))
+    _importance_kernel[(triton.cdiv(B * N, block),)](f32(t), f32(weights), f32(near), f32(far), r if jitter else out, out,
+                                                     B * N, S, n, BLOCK_R=block, F_PAD=_pad(n), JITTER=jitter, num_warps=4)
+    return out.to(t.dtype)
