@@ -165,9 +165,9 @@ def breakdown(name, cfg, device):
     return rows
 
 
-LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, dot precision, merge plane gradients per texel cell)
-    (64, 4, 32, 4, 'tf32x3', False), (64, 4, 32, 4, 'ieee', False), (64, 4, 32, 4, 'tf32', False), (64, 4, 16, 4, 'tf32x3', False),
-    (64, 4, 16, 4, 'tf32x3', True), (64, 4, 32, 4, 'tf32x3', True), (64, 4, 16, 8, 'tf32x3', True), (64, 4, 32, 8, 'tf32x3', True)]
+LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, dot precision)
+    (64, 4, 32, 4, 'tf32x3'), (64, 4, 32, 4, 'ieee'), (64, 4, 32, 4, 'tf32'), (64, 4, 16, 4, 'tf32x3'),
+    (32, 4, 16, 4, 'tf32x3'), (64, 8, 16, 4, 'tf32x3'), (128, 8, 16, 4, 'tf32x3'), (64, 4, 8, 4, 'tf32x3'), (64, 4, 16, 8, 'tf32x3'), (64, 4, 32, 8, 'tf32x3')]
 
 def _fine(planes, params, shift, rays_o, rays_d, t, near, far, bg, launch, backward):
     "The fine pass through the autograd Function with a given launch configuration."

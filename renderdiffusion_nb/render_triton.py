@@ -78,32 +78,6 @@ def _plane_scatter(ptr, base, u, v, g, offs_c, m2, R, C):
     tl.atomic_add(ptr + (base + (y1 * R + x0).to(tl.int64) * C)[:, None] + c, g * ((1 - wx) * wy)[:, None], mask=m2, sem='relaxed')
     tl.atomic_add(ptr + (base + (y1 * R + x1).to(tl.int64) * C)[:, None] + c, g * (wx * wy)[:, None], mask=m2, sem='relaxed')
 
-@triton.jit
-def _flush(ptr, base, cell, a00, a01, a10, a11, offs_c, m2, R, C):
-    "Add pending corner sums (BLOCK_R, C_PAD) to the four texels of each ray's cell y0 * R + x0 (fp32 atomics)."
-    cell = tl.maximum(cell, 0) # -1: nothing pending (masked)
-    y0 = cell // R; x0 = cell - y0 * R
-    x1 = tl.minimum(x0 + 1, R - 1); y1 = tl.minimum(y0 + 1, R - 1)
-    c = offs_c[None, :]
-    tl.atomic_add(ptr + (base + (y0 * R + x0).to(tl.int64) * C)[:, None] + c, a00, mask=m2, sem='relaxed')
-    tl.atomic_add(ptr + (base + (y0 * R + x1).to(tl.int64) * C)[:, None] + c, a01, mask=m2, sem='relaxed')
-    tl.atomic_add(ptr + (base + (y1 * R + x0).to(tl.int64) * C)[:, None] + c, a10, mask=m2, sem='relaxed')
-    tl.atomic_add(ptr + (base + (y1 * R + x1).to(tl.int64) * C)[:, None] + c, a11, mask=m2, sem='relaxed')
-
-@triton.jit
-def _plane_pending(ptr, base, u, v, g, offs_c, m2, R, C, cell, a00, a01, a10, a11):
-    "Like `_plane_scatter`, but sum in registers while a ray stays in one texel cell; write a ray's sums only when it leaves the cell."
-    x0, x1, y0, y1, wx, wy = _corners(u, v, R)
-    new = y0 * R + x0
-    moved = new != cell
-    _flush(ptr, base, cell, a00, a01, a10, a11, offs_c, m2 & (moved & (cell >= 0))[:, None], R, C)
-    keep = tl.where(moved, 0., 1.)[:, None]
-    a00 = a00 * keep + g * ((1 - wx) * (1 - wy))[:, None]
-    a01 = a01 * keep + g * (wx * (1 - wy))[:, None]
-    a10 = a10 * keep + g * ((1 - wx) * wy)[:, None]
-    a11 = a11 * keep + g * (wx * wy)[:, None]
-    return new, a00, a01, a10, a11
-
 # %% ../nbs/06_render_triton.ipynb #da1d5421
 @triton.jit
 def _decode(planes, base, ox, oy, oz, dx, dy, dz, t, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC: tl.constexpr):
@@ -197,7 +171,7 @@ def _render_bwd_kernel(
     g_planes, g_W1, g_b1, g_W2, g_b2, # gradients, fp32, accumulated
     n_rays, N, S, R, C, H, shift,
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, HAS_GW: tl.constexpr,
-    NEED_PLANES: tl.constexpr, NEED_DEC: tl.constexpr, PREC: tl.constexpr, MERGE: tl.constexpr,
+    NEED_PLANES: tl.constexpr, NEED_DEC: tl.constexpr, PREC: tl.constexpr,
 ):
     offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     mr = offs_r < n_rays
@@ -220,9 +194,6 @@ def _render_bwd_kernel(
     gb1 = tl.zeros([H_PAD], dtype=tl.float32)
     gW2t = tl.zeros([H_PAD, 16], dtype=tl.float32)
     gb2 = tl.zeros([16], dtype=tl.float32)
-    cxy = tl.full([BLOCK_R], -1, tl.int32); cxz = tl.full([BLOCK_R], -1, tl.int32); cyz = tl.full([BLOCK_R], -1, tl.int32)
-    z = tl.zeros([BLOCK_R, C_PAD], dtype=tl.float32) # MERGE: each plane's pending corner sums
-    p00, p01, p10, p11, q00, q01, q10, q11, r00, r01, r10, r11 = z, z, z, z, z, z, z, z, z, z, z, z
     for s in range(0, S):
         t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum = _sample_step(
             planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
@@ -242,21 +213,12 @@ def _render_bwd_kernel(
             gb1 += tl.sum(g_hpre, axis=0)
         if NEED_PLANES:
             g_f = tl.dot(g_hpre, W1m, input_precision=PREC) * tl.where(inside, 1.0 / 3.0, 0.)[:, None]
-            if MERGE:
-                cxy, p00, p01, p10, p11 = _plane_pending(g_planes, base, px, py, g_f, offs_c, m2, R, C, cxy, p00, p01, p10, p11)
-                cxz, q00, q01, q10, q11 = _plane_pending(g_planes, base + R * R * C, px, pz, g_f, offs_c, m2, R, C, cxz, q00, q01, q10, q11)
-                cyz, r00, r01, r10, r11 = _plane_pending(g_planes, base + 2 * R * R * C, py, pz, g_f, offs_c, m2, R, C, cyz, r00, r01, r10, r11)
-            else:
-                mg = m2 & inside[:, None]
-                _plane_scatter(g_planes, base, px, py, g_f, offs_c, mg, R, C)
-                _plane_scatter(g_planes, base + R * R * C, px, pz, g_f, offs_c, mg, R, C)
-                _plane_scatter(g_planes, base + 2 * R * R * C, py, pz, g_f, offs_c, mg, R, C)
+            mg = m2 & inside[:, None]
+            _plane_scatter(g_planes, base, px, py, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_planes, base + R * R * C, px, pz, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_planes, base + 2 * R * R * C, py, pz, g_f, offs_c, mg, R, C)
         b_prev = b_cur
         t_cur = t_next
-    if NEED_PLANES and MERGE: # what is still pending
-        _flush(g_planes, base, cxy, p00, p01, p10, p11, offs_c, m2 & (cxy >= 0)[:, None], R, C)
-        _flush(g_planes, base + R * R * C, cxz, q00, q01, q10, q11, offs_c, m2 & (cxz >= 0)[:, None], R, C)
-        _flush(g_planes, base + 2 * R * R * C, cyz, r00, r01, r10, r11, offs_c, m2 & (cyz >= 0)[:, None], R, C)
     if NEED_DEC: # one atomic per weight per program
         tl.atomic_add(g_W1 + offs_h[None, :] * C + offs_c[:, None], gW1t, mask=mh[None, :] & mc[:, None], sem='relaxed')
         tl.atomic_add(g_b1 + offs_h, gb1, mask=mh, sem='relaxed')
@@ -267,9 +229,9 @@ def _render_bwd_kernel(
 def _pad(n): return max(16, triton.next_power_of_2(n))
 
 def _launch_config(device:torch.device, n_rays:int) -> tuple:
-    "(forward rays per program, warps, backward rays per program, warps, dot precision, merge plane gradients per cell); few, wide programs in the interpreter, whose cost is per operation."
-    if device.type == 'cpu': return (min(256, _pad(n_rays)), 1, min(256, _pad(n_rays)), 1, 'ieee', False)
-    return (64, 4, 16, 4, 'tf32x3', False) # fastest within 1e-4 of float64 in the benchmark's sweep (H100)
+    "(forward rays per program, warps, backward rays per program, warps, dot precision); few, wide programs in the interpreter, whose cost is per operation."
+    if device.type == 'cpu': return (min(256, _pad(n_rays)), 1, min(256, _pad(n_rays)), 1, 'ieee')
+    return (64, 4, 16, 4, 'tf32x3') # fastest within 1e-4 of float64 in the benchmark's sweep (H100)
 
 class _RenderSamples(torch.autograd.Function):
     @staticmethod
@@ -283,7 +245,7 @@ class _RenderSamples(torch.autograd.Function):
         nan = lambda *shape: torch.full(shape, float('nan'), device=planes.device)
         rgb, depth, opacity = nan(B, N, 3), nan(B, N), nan(B, N)
         weights = nan(B, N, S) if store_w else rgb
-        block_r, num_warps, _, _, prec, _ = cfg
+        block_r, num_warps, _, _, prec = cfg
         _render_fwd_kernel[(triton.cdiv(B * N, block_r),)](
             planes_cl, *dec, *rays, rgb, depth, opacity, weights, B * N, N, S, R, C, W1.shape[0], shift,
             BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(W1.shape[0]), STORE_W=store_w, PREC=prec, num_warps=num_warps, num_stages=1)
@@ -316,13 +278,13 @@ class _RenderSamples(torch.autograd.Function):
         need_planes, need_dec = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
         g_planes = torch.zeros_like(planes_cl) if need_planes else planes_cl
         g_dec = [torch.zeros_like(x) for x in (W1, b1, W2, b2)]
-        _, _, block_r, num_warps, prec, merge = cfg
+        _, _, block_r, num_warps, prec = cfg
         _render_bwd_kernel[(triton.cdiv(B * N, block_r),)](
             planes_cl, W1, b1, W2, b2, rays_o, rays_d, t, near, far,
             g_rgb, a_t.contiguous(), a_0.contiguous(), e_sum.contiguous(), g_weights if has_gw else g_rgb,
             g_planes, *g_dec, B * N, N, S, R, C, W1.shape[0], shift,
             BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(W1.shape[0]), HAS_GW=has_gw,
-            NEED_PLANES=need_planes, NEED_DEC=need_dec, PREC=prec, MERGE=merge, num_warps=num_warps, num_stages=1)
+            NEED_PLANES=need_planes, NEED_DEC=need_dec, PREC=prec, num_warps=num_warps, num_stages=1)
         del planes_cl, ctx.planes_cl # free the copy before the gradient's layout copy: peak memory
         g_planes = g_planes.permute(0, 1, 4, 2, 3).to(p_dtype, memory_format=torch.contiguous_format) if need_planes else None
         return (g_planes, *[g.to(w_dtype) if need_dec else None for g in g_dec]) + (None,) * 9
@@ -374,7 +336,7 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
     if return_weights: res['weights'] = outs[3]
     return {k: v.to(t.dtype) for k, v in res.items()}
 
-# %% ../nbs/06_render_triton.ipynb #1f3fe168
+# %% ../nbs/06_render_triton.ipynb #859b8935
 @triton.jit
 def _running_max(a, b): return tl.maximum(a, b)
 
@@ -416,7 +378,7 @@ def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays,
         tl.store(out_ptr + r64 * (S + F) + j + before, t_j, mask=mr)
     tl.store(out_ptr + r64[:, None] * (S + F) + offs_f[None, :] + cnt, tf, mask=m2)
 
-# %% ../nbs/06_render_triton.ipynb #e562cf8b
+# %% ../nbs/06_render_triton.ipynb #e2f44a4e
 @torch.no_grad()
 def importance_samples_triton(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near, far]
                               weights:torch.Tensor, # (B, N, S) their compositing weights from the coarse pass

@@ -242,15 +242,3 @@ def test_importance_samples_bad_input():
     t, w, near, far = importance_problem(1, 4, 5)
     with pytest.raises(ValueError, match='positive int'): importance_samples_triton(t, w, near, far, 0)
     with pytest.raises(ValueError, match='weights'): importance_samples_triton(t, w[..., :3], near, far, 4)
-
-
-@pytest.mark.parametrize('merge', [False, True])
-def test_plane_gradient_merge_variant(monkeypatch, merge):
-    "The backward's option to sum plane gradients in registers while a ray stays in one texel cell gives the same gradients."
-    import renderdiffusion_nb.render_triton as rt
-    cfg0 = rt._launch_config
-    monkeypatch.setattr(rt, '_launch_config', lambda device, n: cfg0(device, n)[:5] + (merge,))
-    if CUDA: assert_close(compare(*problem(B=2, N=500, S=97, C=24, R=37, hidden=64, device='cuda', scale=0.3)), floor=1e-4)
-    else:
-        assert_close(compare(*problem(B=2, N=10, S=9, C=5, R=6, hidden=12)))
-        assert_close(compare(*problem(B=1, N=6, S=40, C=3, R=3, hidden=5, seed=2))) # many samples per cell: long pending runs
