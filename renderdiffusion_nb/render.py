@@ -121,7 +121,7 @@ def sample_pdf(bounds:torch.Tensor, # (B, N, S+1) sorted bin bounds b_0..b_S
     frac = ((u - c_lo) / (c_hi - c_lo).clamp_min(1e-12)).clamp(0, 1)
     return b_lo + frac * (b_hi - b_lo)
 
-# %% ../nbs/05_render.ipynb #b11f7a99
+# %% ../nbs/05_render.ipynb #17823ac7
 @torch.no_grad()
 def importance_samples(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near, far]
                        weights:torch.Tensor, # (B, N, S) their compositing weights from the coarse pass

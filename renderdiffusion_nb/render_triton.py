@@ -336,7 +336,7 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
     if return_weights: res['weights'] = outs[3]
     return {k: v.to(t.dtype) for k, v in res.items()}
 
-# %% ../nbs/06_render_triton.ipynb #859b8935
+# %% ../nbs/06_render_triton.ipynb #1f3fe168
 @triton.jit
 def _running_max(a, b): return tl.maximum(a, b)
 
@@ -378,7 +378,7 @@ def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays,
         tl.store(out_ptr + r64 * (S + F) + j + before, t_j, mask=mr)
     tl.store(out_ptr + r64[:, None] * (S + F) + offs_f[None, :] + cnt, tf, mask=m2)
 
-# %% ../nbs/06_render_triton.ipynb #e2f44a4e
+# %% ../nbs/06_render_triton.ipynb #e562cf8b
 @torch.no_grad()
 def importance_samples_triton(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near, far]
                               weights:torch.Tensor, # (B, N, S) their compositing weights from the coarse pass
