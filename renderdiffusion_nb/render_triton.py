@@ -396,6 +396,8 @@ def importance_samples_triton(t:torch.Tensor, # (B, N, S) sorted coarse depths i
     check_tensor(far, 'far', ('B', 'N'), dims=dims, floating=True)
     for name, x in (('weights', weights), ('near', near), ('far', far)):
         if x.device != t.device: raise ValueError(f"{name} is on {x.device} but t is on {t.device}")
+    if t.device.type == 'cpu' and torch.cuda.is_available():
+        raise RuntimeError("importance_samples_triton runs on CUDA tensors (the CPU interpreter is used only on machines without a GPU); move the inputs to cuda or use importance_samples")
     B, N, S = t.shape
     f32 = lambda x: x.detach().to(torch.float32).contiguous()
     r = f32(_uniform((B, N, n), generator, weights)) if jitter else None # the same draw as sample_pdf's

@@ -121,6 +121,9 @@ def test_gpu_matches_reference(kw):
 def test_gpu_cpu_inputs_refused():
     planes, dec, *rest = problem()
     with pytest.raises(RuntimeError, match='runs on CUDA tensors'): render_samples_triton(planes, dec, *rest)
+    from renderdiffusion_nb.render_triton import importance_samples_triton
+    t, w, near, far = importance_problem(1, 4, 5)
+    with pytest.raises(RuntimeError, match='runs on CUDA tensors'): importance_samples_triton(t, w, near, far, 3)
 
 @cuda_only
 def test_gpu_training_steps_match():
