@@ -77,11 +77,10 @@ def launch(args, nproc, out, data, batch, steps, log_every, ckpt_every, backgrou
            str(out), str(data), args.preset, args.device, args.backend, str(steps), str(batch), str(log_every), str(ckpt_every)]
     env = {**os.environ, **NO_MULTICAST, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep)}
     if args.device == 'cpu': env['OMP_NUM_THREADS'] = '1'
-    log = open(Path(out).parent / f'{Path(out).name}.out', 'a')
-    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = Path(out).parent / f'{Path(out).name}.out'
+    with open(log, 'a') as fh: p = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True) # the job keeps its own copy
     if background: return p
-    if p.wait(): raise RuntimeError(f"torchrun with {nproc} process(es) failed (exit {p.returncode}); see {log.name}:\n" +
-                                    Path(log.name).read_text()[-3000:])
+    if p.wait(): raise RuntimeError(f"torchrun with {nproc} process(es) failed (exit {p.returncode}); see {log}:\n" + log.read_text()[-3000:])
 
 
 def job_pids(pid):
