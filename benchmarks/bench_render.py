@@ -13,6 +13,7 @@ backward to the planes and the decoder. Usage:
 from __future__ import annotations
 import argparse
 import copy
+import functools
 import datetime
 import json
 import statistics
@@ -34,7 +35,8 @@ CONFIGS = { # B images of px x px rays; C, R of the triplane; decoder hidden wid
     'hires': dict(B=16, px=128, n_coarse=64, n_fine=64, C=32, R=256, hidden=64),
     'small': dict(B=1, px=16, n_coarse=8, n_fine=8, C=8, R=32, hidden=16),
 }
-BACKENDS = ('torch', 'triton')
+BACKENDS = ('torch', 'triton', 'triton-bf16') # 'triton-bf16': render_rays(backend='triton', precision='bf16')
+RENDER_KW = {'torch': dict(backend='torch'), 'triton': dict(backend='triton'), 'triton-bf16': dict(backend='triton', precision='bf16')}
 
 
 def make_inputs(B, px, n_coarse, n_fine, C, R, hidden, device, seed=0):
@@ -54,7 +56,7 @@ def make_inputs(B, px, n_coarse, n_fine, C, R, hidden, device, seed=0):
 
 def step(backend, cfg, planes, dec, rays_o, rays_d, near, far, backward):
     "One render step through the shared entry point `render_rays`: coarse pass, importance samples, fine pass, optionally its backward."
-    out = render_rays(planes, dec, rays_o, rays_d, near, far, n_coarse=cfg['n_coarse'], n_fine=cfg['n_fine'], backend=backend)
+    out = render_rays(planes, dec, rays_o, rays_d, near, far, n_coarse=cfg['n_coarse'], n_fine=cfg['n_fine'], **RENDER_KW[backend])
     if backward: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
     return out
 
@@ -143,7 +145,8 @@ def breakdown(name, cfg, device):
     bg = torch.ones(cfg['B'], 3, device=device)
     g = lambda: torch.Generator(device=device).manual_seed(0)
     rows = {}
-    for backend, comp, merge in (('torch', render_samples, importance_samples), ('triton', render_samples_triton, importance_samples_triton)):
+    for backend, comp, merge in (('torch', render_samples, importance_samples), ('triton', render_samples_triton, importance_samples_triton),
+                                 ('triton-bf16', functools.partial(render_samples_triton, precision='bf16'), importance_samples_triton)):
         with torch.no_grad():
             tc = stratified_samples(near, far, cfg['n_coarse'], True, g())
             w = comp(planes, dec, rays_o, rays_d, tc, near, far, bg, return_weights=True)['weights']
@@ -165,9 +168,9 @@ def breakdown(name, cfg, device):
     return rows
 
 
-LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, dot precision)
-    (64, 4, 32, 4, 'tf32x3'), (64, 4, 32, 4, 'ieee'), (64, 4, 32, 4, 'tf32'), (64, 4, 16, 4, 'tf32x3'),
-    (32, 4, 16, 4, 'tf32x3'), (64, 8, 16, 4, 'tf32x3'), (128, 8, 16, 4, 'tf32x3'), (64, 4, 8, 4, 'tf32x3'), (64, 4, 16, 8, 'tf32x3'), (64, 4, 32, 8, 'tf32x3')]
+LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, product precision); 'bf16' reads a bf16 plane copy
+    (64, 4, 16, 4, 'tf32x3'), (64, 4, 16, 4, 'ieee'), (64, 4, 16, 4, 'tf32'), (32, 4, 16, 4, 'tf32x3'), (64, 4, 16, 2, 'tf32x3'),
+    (64, 4, 16, 4, 'bf16'), (64, 4, 16, 2, 'bf16'), (32, 2, 16, 2, 'bf16'), (32, 2, 16, 4, 'bf16')]
 
 def _fine(planes, params, shift, rays_o, rays_d, t, near, far, bg, launch, backward):
     "The fine pass through the autograd Function with a given launch configuration."
@@ -250,7 +253,7 @@ def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
         with torch.no_grad(): target = render_samples(teacher_planes.expand(B, -1, -1, -1, -1), teacher, rays_o, rays_d, t, near, far, 1.0)['rgb']
         batches.append((rays_o, rays_d, t, near, far, target))
     curves = {}
-    for backend, fn in (('torch', render_samples), ('triton', render_samples_triton)):
+    for backend, fn in (('torch', render_samples), ('triton', render_samples_triton), ('triton-bf16', functools.partial(render_samples_triton, precision='bf16'))):
         planes, dec = init_planes.clone().requires_grad_(), copy.deepcopy(init_dec)
         opt = torch.optim.Adam([planes, *dec.parameters()], lr=1e-2)
         curves[backend] = []
@@ -258,14 +261,15 @@ def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
             loss = F.mse_loss(fn(planes.expand(B, -1, -1, -1, -1), dec, rays_o, rays_d, t, near, far, 1.0)['rgb'], target)
             opt.zero_grad(); loss.backward(); opt.step()
             curves[backend].append(loss.item())
-    a, b = torch.tensor(curves['torch']), torch.tensor(curves['triton'])
-    return dict(steps=steps, curves=curves, max_rel_diff=((a - b).abs() / a).max().item(),
-                first=(a[0].item(), b[0].item()), last=(a[-10:].mean().item(), b[-10:].mean().item()))
+    a, b, c = (torch.tensor(curves[k]) for k in ('torch', 'triton', 'triton-bf16'))
+    return dict(steps=steps, curves=curves, max_rel_diff=((a - b).abs() / a).max().item(), max_rel_diff_bf16=((a - c).abs() / a).max().item(),
+                first=(a[0].item(), b[0].item(), c[0].item()), last=(a[-10:].mean().item(), b[-10:].mean().item(), c[-10:].mean().item()))
 
 
 def table(results, device_name):
     "The results as a Markdown table."
-    lines = [f'device: {device_name}; date: {results["date"]}; Triton launch (fwd rays/program, warps, bwd rays/program, warps, dot precision): {results["launch"]}', '',
+    lines = [f'device: {device_name}; date: {results["date"]}; Triton launch (fwd rays/program, warps, bwd rays/program, warps, dot precision): '
+             f'{results["launch"]}, bf16: {results["launch_bf16"]}', '',
              '| config | backend | fwd ms | fwd+bwd ms | peak MiB fwd | peak MiB fwd+bwd | speed-up fwd | speed-up fwd+bwd | memory ratio fwd+bwd | floor ms fwd / fwd+bwd (fp32) | x floor fwd+bwd |',
              '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for name, r in results['configs'].items():
@@ -299,10 +303,14 @@ def main():
         results['sweep'] = sweep(device)
         ok = [r for r in results['sweep'] if r.get('max_error', 1.) < 1e-4]
         best = min(ok, key=lambda r: r['fwdbwd_ms'])['launch']
-        print('fastest launch within 1e-4 of float64:', best, flush=True)
-        results['launch'] = best
-        rt._launch_config = lambda device, n_rays: best # the benchmark below runs with it
-    results['launch'] = rt._launch_config(device, CONFIGS[names[0]]['B'] * CONFIGS[names[0]]['px'] ** 2)
+        bf = [r for r in results['sweep'] if 'fwdbwd_ms' in r and r['launch'][4] == 'bf16']
+        best_bf16 = min(bf, key=lambda r: r['fwdbwd_ms'])['launch'] if bf else None
+        print('fastest launch within 1e-4 of float64:', best, '; fastest bf16 launch:', best_bf16, flush=True)
+        default = rt._launch_config
+        rt._launch_config = lambda device, n_rays, precision='fp32': best if precision == 'fp32' else (best_bf16 or default(device, n_rays, precision)) # the benchmark below runs with them
+    n = CONFIGS[names[0]]['px'] ** 2
+    results['launch'] = rt._launch_config(device, n)
+    results['launch_bf16'] = rt._launch_config(device, n, 'bf16')
     for name in names:
         r = bench_config(name, CONFIGS[name], device)
         r['floor'] = floor_ms(CONFIGS[name], ceil) if device.type == 'cuda' else dict(fwd=dict(ms=float('nan')), fwdbwd=dict(ms=float('nan')))
@@ -315,7 +323,8 @@ def main():
     if args.fit:
         f = fit(device)
         with open(args.fit, 'w') as fh: json.dump(f, fh)
-        print('fit: max relative difference of the loss curves', f['max_rel_diff'], 'first', f['first'], 'last 10 mean', f['last'], flush=True)
+        print('fit: max relative difference of the loss curves (triton, triton-bf16 against torch)', f['max_rel_diff'], f['max_rel_diff_bf16'],
+              'first', f['first'], 'last 10 mean', f['last'], flush=True)
     if args.json:
         with open(args.json, 'w') as fh: json.dump(results, fh, indent=1)
     print(f"ceilings measured: copy {ceil['bw'] / 1e12:.2f} TB/s (read + write), fp32 matmul {ceil['fp32'] / 1e12:.1f} TFLOP/s, tf32 {ceil['tf32'] / 1e12:.1f} TFLOP/s")

@@ -125,6 +125,7 @@ def _render(self:RenderDiffusion,
             generator:torch.Generator|None=None, # Source of the jitter
             backend:str='auto', # Renderer: 'auto', 'torch' or 'triton'
             chunk:int|None=None, # Rays per renderer call (bounds memory for large views); None: all at once
+            precision:str='fp32', # Triton renderer's plane reads and decoder products: 'fp32' or 'bf16' (see `render_rays`)
            ) -> dict: # 'rgb' (B, 3, H, W) in [-1, 1], 'depth' (B, 1, H, W) distance along the ray, 'opacity' (B, 1, H, W)
     "Volume-render the triplanes from `cameras`."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
@@ -134,7 +135,7 @@ def _render(self:RenderDiffusion,
     with torch.autocast(planes.device.type, enabled=False):
         out = render_image(planes.float(), self.decoder, cameras, chunk=chunk or len(cameras) * cameras.H * cameras.W,
                            n_coarse=c.n_coarse, n_fine=c.n_fine, background=torch.tensor(c.background, device=planes.device),
-                           jitter=jitter, generator=generator, backend=backend)
+                           jitter=jitter, generator=generator, backend=backend, precision=precision)
     return {**out, 'rgb': to_signed(out['rgb'])}
 
 RenderDiffusion.render = _render
@@ -144,7 +145,7 @@ def _forward(self:RenderDiffusion,
              x_t:torch.Tensor, # (B, 3, H, W) noisy images, H = W = config.image_size
              t:torch.Tensor, # (B,) integer timesteps in [0, T)
              cameras:Cameras, # B cameras of the input images, of size H x W
-             **render_kwargs, # `jitter`, `generator`, `backend`, `chunk` for `render`
+             **render_kwargs, # `jitter`, `generator`, `backend`, `chunk`, `precision` for `render`
             ) -> dict: # 'x0_hat' (B, 3, H, W) in [-1, 1], 'planes' (B, 3, C, R, R), 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
     "Predict $x_0$ by rendering the triplane lifted from $x_t$ from the input camera."
     planes = self.encode(x_t, t)

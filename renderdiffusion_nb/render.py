@@ -138,14 +138,14 @@ def importance_samples(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near
 
 # %% ../nbs/05_render.ipynb #2870c04b
 def _compositor(backend, planes):
-    "The compositing and fine-sampling functions for `backend` ('auto', 'torch' or 'triton'); None for the reference compositing."
+    "The compositing and fine-sampling functions for `backend` ('auto', 'torch' or 'triton'), and the Triton planes copy; None for the reference compositing."
     if backend not in ('auto', 'torch', 'triton'): raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None, importance_samples
-    try: from .render_triton import importance_samples_triton, render_samples_triton
+    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None, importance_samples, None
+    try: from .render_triton import _planes_copy, _render_samples_triton, importance_samples_triton
     except ImportError as e:
-        if backend == 'auto': return None, importance_samples
+        if backend == 'auto': return None, importance_samples, None
         raise ImportError(f"backend='triton' needs triton and renderdiffusion_nb.render_triton, which failed to import: {e}") from e
-    return render_samples_triton, importance_samples_triton
+    return _render_samples_triton, importance_samples_triton, _planes_copy
 
 def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 decoder, # `TriplaneDecoder`: features (..., C) -> sigma (...), rgb (..., 3)
@@ -160,14 +160,18 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 generator:torch.Generator|None=None, # Source of the jitter
                 return_weights:bool=False, # Also return 'weights' (B, N, S) and depths 't' (B, N, S), S = n_coarse + n_fine
                 backend:str='auto', # 'torch', 'triton' or 'auto' (triton for CUDA planes when it imports)
+                precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference is fp32
                ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
     "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far)
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
     bg = _background(background, dims['B'], planes)
-    fn, fine_samples = _compositor(backend, planes)
-    composite = (lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)) if fn is None else \
-                (lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg[:, 0].contiguous(), rw))
+    if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    fn, fine_samples, planes_copy = _compositor(backend, planes)
+    if fn is None: composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
+    else:
+        planes_cl = planes_copy(planes, precision) # one channels-last copy for the coarse and the fine pass
+        composite = lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg[:, 0].contiguous(), rw, precision, planes_cl)
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
         if n_fine > 0:
@@ -181,7 +185,7 @@ def render_image(planes:torch.Tensor, # (B, 3, C, R, R) triplanes, or (1, 3, C, 
                  decoder, # `TriplaneDecoder`
                  cameras:Cameras, # B cameras of size H x W (or any number with a single triplane)
                  chunk:int=32768, # Rays rendered at once, over the whole batch: bounds the memory
-                 **kwargs, # Passed to `render_rays`: n_coarse, n_fine, background, jitter, generator, backend
+                 **kwargs, # Passed to `render_rays`: n_coarse, n_fine, background, jitter, generator, backend, precision
                 ) -> dict: # 'rgb' (B, 3, H, W) in [0, 1], 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W) [, 'weights', 't' (B, S, H, W)]
     "Render every pixel of `cameras` from the triplanes, in chunks of rays."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")

@@ -15,7 +15,7 @@ from .core import check_tensor
 from .render import _uniform
 
 # %% auto #0
-__all__ = ['render_cost', 'render_samples_triton', 'importance_samples_triton']
+__all__ = ['PRECISIONS', 'render_cost', 'render_samples_triton', 'importance_samples_triton']
 
 # %% ../nbs/06_render_triton.ipynb #bb721330
 def render_cost(B:int, # Batch size
@@ -58,45 +58,58 @@ def _corners(u, v, R):
     return x0, x1, y0, y1, wx, wy
 
 @triton.jit
-def _plane_read(ptr, base, u, v, offs_c, m2, R, C):
-    "Bilinear features (BLOCK_R, C_PAD) of one channels-last plane at (u, v)."
+def _plane_read(plane, u, v, offs_c, m2, R, C):
+    "Bilinear features (BLOCK_R, C_PAD), fp32, of one channels-last plane (fp32 or bf16) at (u, v); `plane` points at its first texel."
     x0, x1, y0, y1, wx, wy = _corners(u, v, R)
-    c = offs_c[None, :]
-    f  = tl.load(ptr + (base + (y0 * R + x0).to(tl.int64) * C)[:, None] + c, mask=m2, other=0.) * ((1 - wx) * (1 - wy))[:, None]
-    f += tl.load(ptr + (base + (y0 * R + x1).to(tl.int64) * C)[:, None] + c, mask=m2, other=0.) * (wx * (1 - wy))[:, None]
-    f += tl.load(ptr + (base + (y1 * R + x0).to(tl.int64) * C)[:, None] + c, mask=m2, other=0.) * ((1 - wx) * wy)[:, None]
-    f += tl.load(ptr + (base + (y1 * R + x1).to(tl.int64) * C)[:, None] + c, mask=m2, other=0.) * (wx * wy)[:, None]
+    c = offs_c[None, :] # int32 offsets inside one plane (R * R * C < 2**31), one 64-bit base per program
+    f  = tl.load(plane + ((y0 * R + x0) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * ((1 - wx) * (1 - wy))[:, None]
+    f += tl.load(plane + ((y0 * R + x1) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * (wx * (1 - wy))[:, None]
+    f += tl.load(plane + ((y1 * R + x0) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * ((1 - wx) * wy)[:, None]
+    f += tl.load(plane + ((y1 * R + x1) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * (wx * wy)[:, None]
     return f
 
 @triton.jit
-def _plane_scatter(ptr, base, u, v, g, offs_c, m2, R, C):
-    "Add the feature gradient g (BLOCK_R, C_PAD) to the four corners of one channels-last plane (fp32 atomics)."
+def _plane_scatter(plane, u, v, g, offs_c, m2, R, C):
+    "Add the feature gradient g (BLOCK_R, C_PAD) to the four corners of one channels-last fp32 plane gradient (fp32 atomics)."
     x0, x1, y0, y1, wx, wy = _corners(u, v, R)
     c = offs_c[None, :]
-    tl.atomic_add(ptr + (base + (y0 * R + x0).to(tl.int64) * C)[:, None] + c, g * ((1 - wx) * (1 - wy))[:, None], mask=m2, sem='relaxed')
-    tl.atomic_add(ptr + (base + (y0 * R + x1).to(tl.int64) * C)[:, None] + c, g * (wx * (1 - wy))[:, None], mask=m2, sem='relaxed')
-    tl.atomic_add(ptr + (base + (y1 * R + x0).to(tl.int64) * C)[:, None] + c, g * ((1 - wx) * wy)[:, None], mask=m2, sem='relaxed')
-    tl.atomic_add(ptr + (base + (y1 * R + x1).to(tl.int64) * C)[:, None] + c, g * (wx * wy)[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y0 * R + x0) * C)[:, None] + c, g * ((1 - wx) * (1 - wy))[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y0 * R + x1) * C)[:, None] + c, g * (wx * (1 - wy))[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y1 * R + x0) * C)[:, None] + c, g * ((1 - wx) * wy)[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y1 * R + x1) * C)[:, None] + c, g * (wx * wy)[:, None], mask=m2, sem='relaxed')
 
 # %% ../nbs/06_render_triton.ipynb #da1d5421
 @triton.jit
-def _decode(planes, base, ox, oy, oz, dx, dy, dz, t, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC: tl.constexpr):
+def _mm(a, b, PREC: tl.constexpr):
+    "a @ b on the tensor cores: 'bf16' rounds both operands to bf16 and accumulates in fp32; otherwise fp32 operands in `PREC`."
+    if PREC == 'bf16': return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == 'bf16_interpret': # the interpreter has no bf16 product: the same rounding, then an fp32 product
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision='ieee')
+    else: return tl.dot(a, b, input_precision=PREC)
+
+@triton.jit
+def _decode(plane, ox, oy, oz, dx, dy, dz, t, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC: tl.constexpr):
     "One sample per ray: point, triplane feature f, hidden pre-activation and activation, decoder output (BLOCK_R, 16)."
     px = ox + t * dx; py = oy + t * dy; pz = oz + t * dz
     inside = (tl.abs(px) <= 1.0) & (tl.abs(py) <= 1.0) & (tl.abs(pz) <= 1.0)
-    f  = _plane_read(planes, base, px, py, offs_c, m2, R, C)
-    f += _plane_read(planes, base + R * R * C, px, pz, offs_c, m2, R, C)
-    f += _plane_read(planes, base + 2 * R * R * C, py, pz, offs_c, m2, R, C)
+    f  = _plane_read(plane, px, py, offs_c, m2, R, C)
+    f += _plane_read(plane + R * R * C, px, pz, offs_c, m2, R, C)
+    f += _plane_read(plane + 2 * R * R * C, py, pz, offs_c, m2, R, C)
     f = f * tl.where(inside, 1.0 / 3.0, 0.0)[:, None]
-    hpre = tl.dot(f, W1t, input_precision=PREC) + b1[None, :]
+    hpre = _mm(f, W1t, PREC) + b1[None, :]
     h = _softplus(hpre)
-    out = tl.dot(h, W2t, input_precision=PREC) + b2[None, :]
+    out = _mm(h, W2t, PREC) + b2[None, :]
     return px, py, pz, inside, f, hpre, h, out
 
 @triton.jit
-def _load_block(W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, offs_r, mr, n_rays, N, R, C, H,
-                C_PAD: tl.constexpr, H_PAD: tl.constexpr):
-    "What a program loads once: padded, transposed decoder weights and its rays."
+def _load_block(planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H,
+                BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, PREC: tl.constexpr):
+    "What a program loads once: its image's planes, padded and transposed decoder weights (in bf16 when PREC is), its rays."
+    img = tl.program_id(1) # a program's rays all belong to one image, so its plane base is one scalar
+    offs_n = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mr = offs_n < N
+    r64 = img.to(tl.int64) * N + offs_n
+    plane = planes + img.to(tl.int64) * (3 * R * R * C)
     offs_c = tl.arange(0, C_PAD); mc = offs_c < C
     offs_h = tl.arange(0, H_PAD); mh = offs_h < H
     offs_o = tl.arange(0, 16)
@@ -104,41 +117,38 @@ def _load_block(W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, offs_r, mr, n
     b1v = tl.load(b1 + offs_h, mask=mh, other=0.)
     W2t = tl.load(W2 + offs_o[None, :] * H + offs_h[:, None], mask=(offs_o[None, :] < 4) & mh[:, None], other=0.) # (H_PAD, 16)
     b2v = tl.load(b2 + offs_o, mask=offs_o < 4, other=0.)
-    r64 = offs_r.to(tl.int64)
+    if PREC == 'bf16': W1t = W1t.to(tl.bfloat16); W2t = W2t.to(tl.bfloat16) # converted once, not per sample
     ox = tl.load(rays_o + r64 * 3, mask=mr, other=0.); oy = tl.load(rays_o + r64 * 3 + 1, mask=mr, other=0.); oz = tl.load(rays_o + r64 * 3 + 2, mask=mr, other=0.)
     dx = tl.load(rays_d + r64 * 3, mask=mr, other=0.); dy = tl.load(rays_d + r64 * 3 + 1, mask=mr, other=0.); dz = tl.load(rays_d + r64 * 3 + 2, mask=mr, other=0.)
     near = tl.load(near_ptr + r64, mask=mr, other=0.); far = tl.load(far_ptr + r64, mask=mr, other=0.)
-    base = (offs_r // N).to(tl.int64) * (3 * R * R * C) # each ray reads its own image's planes
-    return offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far, base
+    return img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far
 
 @triton.jit
-def _sample_step(planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
+def _sample_step(plane, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
                  offs_c, offs_o, m2, W1t, b1, W2t, b2, R, C, shift, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
     "Sample s of every ray in the block, as both kernels take it: the next depth and the bin, the decoder, sigma, colour and w_s."
     has_next = tl.full([BLOCK_R], s + 1, tl.int32) < S
     t_next = tl.load(t_ptr + r64 * S + s + 1, mask=mr & has_next, other=0.)
     b_cur = tl.where(has_next, 0.5 * (t_cur + t_next), far)
     delta = b_cur - b_prev
-    px, py, pz, inside, f, hpre, h, out = _decode(planes, base, ox, oy, oz, dx, dy, dz, t_cur, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC)
-    sigma = tl.sum(tl.where(offs_o[None, :] == 0, _softplus(out + shift), 0.), axis=1)
-    col = _sigmoid(out)
+    px, py, pz, inside, f, hpre, h, out = _decode(plane, ox, oy, oz, dx, dy, dz, t_cur, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC)
+    o_sigma = tl.sum(tl.where(offs_o[None, :] == 0, out, 0.), axis=1) + shift # column 0 is the density
+    sigma = _softplus(o_sigma)
+    col = _sigmoid(out) # columns 1..3 are the colour
     tau = sigma * delta
     w = tl.exp(-tau_sum) * (1.0 - tl.exp(-tau))
-    return t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum + tau
+    return t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum + tau
 
 # %% ../nbs/06_render_triton.ipynb #91ab1b3c
 @triton.jit
 def _render_fwd_kernel(
     planes, W1, b1, W2, b2, rays_o, rays_d, t_ptr, near_ptr, far_ptr, bg_ptr, # inputs
     rgb_ptr, depth_ptr, opacity_ptr, w_ptr, # outputs
-    n_rays, N, S, R, C, H, shift, # sizes and the density shift
+    N, S, R, C, H, shift, # sizes and the density shift
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, STORE_W: tl.constexpr, PREC: tl.constexpr,
 ):
-    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    mr = offs_r < n_rays
-    r64 = offs_r.to(tl.int64)
-    offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far, base = _load_block(
-        W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, offs_r, mr, n_rays, N, R, C, H, C_PAD, H_PAD)
+    img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far = _load_block(
+        planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H, BLOCK_R, C_PAD, H_PAD, PREC)
     m2 = mr[:, None] & mc[None, :]
     t_cur = tl.load(t_ptr + r64 * S, mask=mr, other=0.)
     b_prev = near
@@ -147,8 +157,8 @@ def _render_fwd_kernel(
     acc_t = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc_w = tl.zeros([BLOCK_R], dtype=tl.float32)
     for s in range(0, S):
-        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum = _sample_step(
-            planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
+        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
+            plane, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
             offs_c, offs_o, m2, W1t, b1v, W2t, b2v, R, C, shift, BLOCK_R, PREC)
         acc_c += w[:, None] * col
         acc_t += w * t_cur
@@ -157,9 +167,10 @@ def _render_fwd_kernel(
             tl.store(w_ptr + r64 * S + s, w, mask=mr)
         b_prev = b_cur
         t_cur = t_next
-    mo = mr[:, None] & (offs_o[None, :] >= 1) & (offs_o[None, :] < 4)
-    bg = tl.load(bg_ptr + (offs_r // N)[:, None] * 3 + offs_o[None, :] - 1, mask=mo, other=0.)
-    tl.store(rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, acc_c + (1.0 - acc_w)[:, None] * bg, mask=mo)
+    is_rgb = (offs_o >= 1) & (offs_o < 4)
+    bg = tl.load(bg_ptr + img * 3 + offs_o - 1, mask=is_rgb, other=0.) # this image's background colour
+    mo = mr[:, None] & is_rgb[None, :]
+    tl.store(rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, acc_c + (1.0 - acc_w)[:, None] * bg[None, :], mask=mo)
     tl.store(depth_ptr + r64, acc_t / tl.maximum(acc_w, 1e-6), mask=mr)
     tl.store(opacity_ptr + r64, acc_w, mask=mr)
 
@@ -169,18 +180,17 @@ def _render_bwd_kernel(
     planes, W1, b1, W2, b2, rays_o, rays_d, t_ptr, near_ptr, far_ptr, # forward inputs
     g_rgb_ptr, a_t_ptr, a_0_ptr, e_sum_ptr, g_w_ptr, # per-ray (and per-sample g_w) gradient terms
     g_planes, g_W1, g_b1, g_W2, g_b2, # gradients, fp32, accumulated
-    n_rays, N, S, R, C, H, shift,
+    N, S, R, C, H, shift,
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, HAS_GW: tl.constexpr,
     NEED_PLANES: tl.constexpr, NEED_DEC: tl.constexpr, PREC: tl.constexpr,
 ):
-    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    mr = offs_r < n_rays
-    r64 = offs_r.to(tl.int64)
-    offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far, base = _load_block(
-        W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, offs_r, mr, n_rays, N, R, C, H, C_PAD, H_PAD)
+    img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far = _load_block(
+        planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H, BLOCK_R, C_PAD, H_PAD, PREC)
+    g_plane = g_planes + img.to(tl.int64) * (3 * R * R * C)
     m2 = mr[:, None] & mc[None, :]
     W1m = tl.load(W1 + offs_h[:, None] * C + offs_c[None, :], mask=mh[:, None] & mc[None, :], other=0.) # (H_PAD, C_PAD)
     W2m = tl.load(W2 + offs_o[:, None] * H + offs_h[None, :], mask=(offs_o[:, None] < 4) & mh[None, :], other=0.) # (16, H_PAD)
+    if PREC == 'bf16': W1m = W1m.to(tl.bfloat16); W2m = W2m.to(tl.bfloat16)
     is_rgb = (offs_o >= 1) & (offs_o < 4)
     g_rgb = tl.load(g_rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, mask=mr[:, None] & is_rgb[None, :], other=0.) # (BLOCK_R, 16)
     a_t = tl.load(a_t_ptr + r64, mask=mr, other=0.)
@@ -195,28 +205,28 @@ def _render_bwd_kernel(
     gW2t = tl.zeros([H_PAD, 16], dtype=tl.float32)
     gb2 = tl.zeros([16], dtype=tl.float32)
     for s in range(0, S):
-        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, out, col, w, tau_sum = _sample_step(
-            planes, base, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
+        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
+            plane, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
             offs_c, offs_o, m2, W1t, b1v, W2t, b2v, R, C, shift, BLOCK_R, PREC)
         e = tl.sum(g_rgb * col, axis=1) + a_t * t_cur + a_0 # dL/dw_i
         if HAS_GW:
             e += tl.load(g_w_ptr + r64 * S + s, mask=mr, other=0.)
         e_acc += e * w
         g_tau = e * tl.exp(-tau_sum) - (e_sum - e_acc)
-        g_sigma = tl.where(mr, g_tau * delta, 0.)
-        g_out = tl.where(offs_o[None, :] == 0, g_sigma[:, None] * _sigmoid(out + shift), g_rgb * w[:, None] * col * (1.0 - col))
-        g_hpre = tl.dot(g_out, W2m, input_precision=PREC) * _sigmoid(hpre)
+        g_sigma = tl.where(mr, g_tau * delta * _sigmoid(o_sigma), 0.) # softplus' = sigmoid
+        g_out = tl.where(offs_o[None, :] == 0, g_sigma[:, None], g_rgb * w[:, None] * col * (1.0 - col))
+        g_hpre = _mm(g_out, W2m, PREC) * (1.0 - tl.exp(-h)) # sigmoid(hpre) = 1 - exp(-softplus(hpre)): one exp, no division
         if NEED_DEC:
-            gW2t += tl.dot(tl.trans(h), g_out, input_precision=PREC)
+            gW2t += _mm(tl.trans(h), g_out, PREC)
             gb2 += tl.sum(g_out, axis=0)
-            gW1t += tl.dot(tl.trans(f), g_hpre, input_precision=PREC)
+            gW1t += _mm(tl.trans(f), g_hpre, PREC)
             gb1 += tl.sum(g_hpre, axis=0)
         if NEED_PLANES:
-            g_f = tl.dot(g_hpre, W1m, input_precision=PREC) * tl.where(inside, 1.0 / 3.0, 0.)[:, None]
+            g_f = _mm(g_hpre, W1m, PREC) * tl.where(inside, 1.0 / 3.0, 0.)[:, None]
             mg = m2 & inside[:, None]
-            _plane_scatter(g_planes, base, px, py, g_f, offs_c, mg, R, C)
-            _plane_scatter(g_planes, base + R * R * C, px, pz, g_f, offs_c, mg, R, C)
-            _plane_scatter(g_planes, base + 2 * R * R * C, py, pz, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_plane, px, py, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_plane + R * R * C, px, pz, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_plane + 2 * R * R * C, py, pz, g_f, offs_c, mg, R, C)
         b_prev = b_cur
         t_cur = t_next
     if NEED_DEC: # one atomic per weight per program
@@ -228,26 +238,36 @@ def _render_bwd_kernel(
 # %% ../nbs/06_render_triton.ipynb #5a836030
 def _pad(n): return max(16, triton.next_power_of_2(n))
 
-def _launch_config(device:torch.device, n_rays:int) -> tuple:
-    "(forward rays per program, warps, backward rays per program, warps, dot precision); few, wide programs in the interpreter, whose cost is per operation."
-    if device.type == 'cpu': return (min(256, _pad(n_rays)), 1, min(256, _pad(n_rays)), 1, 'ieee')
-    return (64, 4, 16, 4, 'tf32x3') # fastest within 1e-4 of float64 in the benchmark's sweep (H100)
+PRECISIONS = ('fp32', 'bf16')
+
+def _launch_config(device:torch.device, n_rays:int, precision:str='fp32') -> tuple:
+    "(forward rays per program, warps, backward rays per program, warps, product precision) for `n_rays` rays per image."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type == 'cpu': # few, wide programs in the interpreter, whose cost is per operation
+        return (min(256, _pad(n_rays)), 1, min(256, _pad(n_rays)), 1, 'ieee' if precision == 'fp32' else 'bf16_interpret')
+    return (64, 4, 16, 4, 'tf32x3') if precision == 'fp32' else (32, 2, 16, 2, 'bf16') # the fastest in the benchmark's sweep (H100)
+
+def _planes_copy(planes:torch.Tensor, precision:str='fp32') -> torch.Tensor:
+    "The kernels' channels-last copy (B, 3, R, R, C) of the planes: fp32, or bf16 for precision='bf16'."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
+    return planes.detach().to(dtype).permute(0, 1, 3, 4, 2).contiguous()
 
 class _RenderSamples(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, planes, W1, b1, W2, b2, rays_o, rays_d, t, near, far, bg, shift, store_w, cfg):
+    def forward(ctx, planes, W1, b1, W2, b2, rays_o, rays_d, t, near, far, bg, shift, store_w, cfg, planes_cl=None):
         B, _, C, R, _ = planes.shape
         _, N, S = t.shape
         f32 = lambda x: x.detach().to(torch.float32).contiguous()
-        planes_cl = planes.detach().to(torch.float32).permute(0, 1, 3, 4, 2).contiguous() # (B, 3, R, R, C)
+        block_r, num_warps, _, _, prec = cfg
+        if planes_cl is None: planes_cl = _planes_copy(planes, 'bf16' if prec.startswith('bf16') else 'fp32')
         dec = [f32(x) for x in (W1, b1, W2, b2)]
         rays = [f32(x) for x in (rays_o, rays_d, t, near, far, bg)]
         nan = lambda *shape: torch.full(shape, float('nan'), device=planes.device)
         rgb, depth, opacity = nan(B, N, 3), nan(B, N), nan(B, N)
         weights = nan(B, N, S) if store_w else rgb
-        block_r, num_warps, _, _, prec = cfg
-        _render_fwd_kernel[(triton.cdiv(B * N, block_r),)](
-            planes_cl, *dec, *rays, rgb, depth, opacity, weights, B * N, N, S, R, C, W1.shape[0], shift,
+        _render_fwd_kernel[(triton.cdiv(N, block_r), B)]( # programs: blocks of one image's rays x images
+            planes_cl, *dec, *rays, rgb, depth, opacity, weights, N, S, R, C, W1.shape[0], shift,
             BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(W1.shape[0]), STORE_W=store_w, PREC=prec, num_warps=num_warps, num_stages=1)
         ctx.save_for_backward(*dec, *rays, rgb, depth, opacity, weights if store_w else None)
         ctx.planes_cl = planes_cl # an intermediate, not an input: kept on ctx so the backward can free it early
@@ -276,18 +296,18 @@ class _RenderSamples(torch.autograd.Function):
             g_weights = g_weights.to(torch.float32).contiguous()
             e_sum = e_sum + (g_weights * weights).sum(-1)
         need_planes, need_dec = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
-        g_planes = torch.zeros_like(planes_cl) if need_planes else planes_cl
+        g_planes = torch.zeros(planes_cl.shape, dtype=torch.float32, device=planes_cl.device) if need_planes else planes_cl # fp32 whatever the copy's dtype
         g_dec = [torch.zeros_like(x) for x in (W1, b1, W2, b2)]
         _, _, block_r, num_warps, prec = cfg
-        _render_bwd_kernel[(triton.cdiv(B * N, block_r),)](
+        _render_bwd_kernel[(triton.cdiv(N, block_r), B)](
             planes_cl, W1, b1, W2, b2, rays_o, rays_d, t, near, far,
             g_rgb, a_t.contiguous(), a_0.contiguous(), e_sum.contiguous(), g_weights if has_gw else g_rgb,
-            g_planes, *g_dec, B * N, N, S, R, C, W1.shape[0], shift,
+            g_planes, *g_dec, N, S, R, C, W1.shape[0], shift,
             BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(W1.shape[0]), HAS_GW=has_gw,
             NEED_PLANES=need_planes, NEED_DEC=need_dec, PREC=prec, num_warps=num_warps, num_stages=1)
         del planes_cl, ctx.planes_cl # free the copy before the gradient's layout copy: peak memory
         g_planes = g_planes.permute(0, 1, 4, 2, 3).to(p_dtype, memory_format=torch.contiguous_format) if need_planes else None
-        return (g_planes, *[g.to(w_dtype) if need_dec else None for g in g_dec]) + (None,) * 9
+        return (g_planes, *[g.to(w_dtype) if need_dec else None for g in g_dec]) + (None,) * 10
 
 # %% ../nbs/06_render_triton.ipynb #038afc0d
 def _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background):
@@ -303,6 +323,8 @@ def _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background):
     check_tensor(near, 'near', ('B', 'N'), dims=dims, floating=True)
     check_tensor(far, 'far', ('B', 'N'), dims=dims, floating=True)
     if dims['S'] < 1: raise ValueError(f"t must hold at least one sample per ray, got shape {tuple(t.shape)}")
+    if 3 * dims['R'] ** 2 * dims['C'] >= 2 ** 31: raise ValueError(f"one image's planes must hold fewer than 2**31 values (the kernels' offsets are int32), got 3 x {dims['R']}^2 x {dims['C']}")
+    if dims['B'] > 65535: raise ValueError(f"render_samples_triton renders at most 65535 images per call (one grid axis per image), got B={dims['B']}; split the batch")
     bg = torch.as_tensor(background, dtype=torch.float32, device=planes.device)
     if bg.shape not in ((), (3,), (1, 3), (dims['B'], 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({dims['B']}, 3), got shape {tuple(bg.shape)}")
     for name, x in (('rays_o', rays_o), ('rays_d', rays_d), ('t', t), ('near', near), ('far', far), ('background', background)):
@@ -326,12 +348,17 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
                           far:torch.Tensor, # (B, N) last bin bound
                           background=1.0, # Background colour in [0, 1]: a float, (3,) or (B, 3)
                           return_weights:bool=False, # Also return the compositing weights (B, N, S)
+                          precision:str='fp32', # 'fp32': fp32-accurate products; 'bf16': bf16 plane reads and decoder products (fp32 sums)
                          ) -> dict: # 'rgb' (B, N, 3), 'depth' (B, N), 'opacity' (B, N), ['weights' (B, N, S)]
     "`render_samples` as fused Triton kernels: same inputs, outputs and gradients (to planes and decoder), no per-sample tensors."
+    return _render_samples_triton(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights, precision)
+
+def _render_samples_triton(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights, precision, planes_cl=None):
+    "`render_samples_triton`, optionally with the planes' channels-last copy made by the caller (`render_rays` shares one between its passes)."
     bg = _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background)
     outs = _RenderSamples.apply(planes, decoder.fc1.weight, decoder.fc1.bias, decoder.fc2.weight, decoder.fc2.bias,
                                 rays_o, rays_d, t, near, far, bg, float(decoder.density_shift), bool(return_weights),
-                                _launch_config(planes.device, t.shape[0] * t.shape[1]))
+                                _launch_config(planes.device, t.shape[1], precision), planes_cl)
     res = dict(rgb=outs[0], depth=outs[1], opacity=outs[2])
     if return_weights: res['weights'] = outs[3]
     return {k: v.to(t.dtype) for k, v in res.items()}

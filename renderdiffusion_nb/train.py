@@ -47,7 +47,7 @@ def x0_loss(model, # `RenderDiffusion` (or its DDP wrapper)
             t:torch.Tensor, # (B,) timesteps
             noise:torch.Tensor, # (B, 3, H, W) standard normal noise
             weighting:str='uniform', # See `loss_weights`
-            **render_kwargs, # `jitter`, `generator`, `backend` for the renderer
+            **render_kwargs, # `jitter`, `generator`, `backend`, `precision` for the renderer
            ) -> tuple: # scalar loss, model outputs
     "The weighted x0 loss of the rendered prediction, averaged over pixels and batch."
     schedule = getattr(model, 'module', model).schedule
@@ -89,7 +89,7 @@ class TrainConfig:
     t_max:int|None = None # Largest timestep drawn (None: T-1); 0 trains the deterministic baseline, the same network without noise
     t_power:float = 1.0 # Timestep density (see `sample_timesteps`): 1 uniform (the paper), 2 puts half the draws below T/4
     jitter:bool = True # Jitter samples along rays while training (anti-aliasing in depth)
-    precision:str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'
+    precision:str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'; bf16 also runs the Triton renderer's plane reads and decoder products in bf16
     backend:str = 'auto' # Renderer: 'auto' (Triton on CUDA when available), 'torch' or 'triton'
     seed:int = 0 # Seeds the weights, the data order and every random draw of every step
     log_every:int = 50 # Steps between log lines (log.jsonl) and progress-bar updates
@@ -377,7 +377,8 @@ def _train_step(self:Trainer,
     why = 'the loss is not finite'
     try:
         with torch.autocast(**self.autocast):
-            loss, _ = x0_loss(self.ddp, x0, cams, t, noise, c.weighting, jitter=c.jitter, generator=jit, backend=c.backend)
+            loss, _ = x0_loss(self.ddp, x0, cams, t, noise, c.weighting, jitter=c.jitter, generator=jit, backend=c.backend,
+                              precision='bf16' if self.autocast['enabled'] else 'fp32')
     except ValueError as e: # the renderer refuses non-finite triplanes: the same failure, caught one step earlier
         if 'NaN or infinity' not in str(e): raise
         loss, why = torch.tensor(float('nan'), device=self.device), f'the loss is not finite ({e})'
