@@ -134,7 +134,7 @@ def _render(self:RenderDiffusion,
     c = self.config
     with torch.autocast(planes.device.type, enabled=False):
         out = render_image(planes.float(), self.decoder, cameras, chunk=chunk or len(cameras) * cameras.H * cameras.W,
-                           n_coarse=c.n_coarse, n_fine=c.n_fine, background=torch.tensor(c.background, device=planes.device),
+                           n_coarse=c.n_coarse, n_fine=c.n_fine, background=c.background,
                            jitter=jitter, generator=generator, backend=backend, precision=precision)
     return {**out, 'rgb': to_signed(out['rgb'])}
 

@@ -15,30 +15,51 @@ from .triplane import sample_triplane
 __all__ = ['render_samples', 'stratified_samples', 'sample_pdf', 'importance_samples', 'render_rays', 'render_image']
 
 # %% ../nbs/05_render.ipynb #3c2e1d64
-def _background(background, B, like):
-    "The background as a (B, 1, 3) tensor of `like`'s dtype and device, checked."
+def _raise_failed(checks:list):
+    "Run value checks, (0-dim bool tensor, message function) pairs, with one device-to-host transfer; raise the first that failed."
+    if not checks: return
+    oks = torch.stack([ok.reshape(()).to(torch.bool) for ok, _ in checks]).tolist() # a render call waits for the GPU once, not once per check
+    for ok, (_, message) in zip(oks, checks):
+        if not ok: raise ValueError(message())
+
+def _background(background, B, like, checks:list|None=None):
+    "The background as a (B, 1, 3) tensor of `like`'s dtype and device, checked (a tensor's values: appended to `checks`, or now)."
+    if isinstance(background, (int, float)) and not isinstance(background, bool): background = (background,) * 3
+    if isinstance(background, (tuple, list)) and len(background) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in background):
+        if not all(0 <= v <= 1 for v in background): raise ValueError(f"background must be in [0, 1], got {tuple(background)}")
+        # built on the device from host numbers: no host-to-device copy, which would wait for the GPU
+        return torch.stack([torch.full((), float(v), dtype=like.dtype, device=like.device) for v in background]).expand(B, 1, 3)
     bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
     if bg.ndim == 0: bg = bg.expand(3)
     if bg.shape not in ((3,), (1, 3), (B, 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({B}, 3), got shape {tuple(bg.shape)}")
-    if not torch.isfinite(bg).all() or bg.min() < 0 or bg.max() > 1: raise ValueError(f"background must be in [0, 1], got values in [{bg.min().item()}, {bg.max().item()}]")
+    check = [(torch.isfinite(bg).all() & (bg.min() >= 0) & (bg.max() <= 1), lambda: f"background must be in [0, 1], got values in [{bg.min().item()}, {bg.max().item()}]")]
+    if checks is None: _raise_failed(check)
+    else: checks += check
     return bg.reshape(-1, 1, 3).expand(B, 1, 3)
 
-def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far):
-    "Check what every renderer takes; return the bound sizes (B, N, C, ...)."
-    dims = check_tensor(planes, 'planes', ('B', 3, 'C', 'R', 'R'), floating=True, finite=True)
-    for name, x in (('rays_o', rays_o), ('rays_d', rays_d)): check_tensor(x, name, ('B', 'N', 3), dims=dims, floating=True, finite=True)
-    for name, x in (('near', near), ('far', far)): check_tensor(x, name, ('B', 'N'), dims=dims, floating=True, finite=True)
+def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list|None=None):
+    "Check what every renderer takes; return the bound sizes (B, N, C, ...). The value checks go to `checks` (or run now)."
+    dims = check_tensor(planes, 'planes', ('B', 3, 'C', 'R', 'R'), floating=True)
+    for name, x in (('rays_o', rays_o), ('rays_d', rays_d)): check_tensor(x, name, ('B', 'N', 3), dims=dims, floating=True)
+    for name, x in (('near', near), ('far', far)): check_tensor(x, name, ('B', 'N'), dims=dims, floating=True)
     for name, x in (('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far)):
         if x.dtype != planes.dtype or x.device != planes.device:
             raise ValueError(f"{name} is {x.dtype} on {x.device} but planes are {planes.dtype} on {planes.device}")
-    if (near > far).any(): raise ValueError(f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far")
     width = getattr(decoder, 'n_features', None)
     if width is not None and width != dims['C']:
         raise ValueError(f"the decoder takes features of width n_features={width}, but the planes have C={dims['C']} channels")
     p = next(iter(decoder.parameters()), None) if hasattr(decoder, 'parameters') else None
     if p is not None and (p.dtype != planes.dtype or p.device != planes.device):
         raise ValueError(f"the decoder's parameters are {p.dtype} on {p.device} but planes are {planes.dtype} on {planes.device}")
+    own = [_finite(x, name) for name, x in (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))]
+    own.append(((near <= far).all(), lambda: f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far"))
+    if checks is None: _raise_failed(own)
+    else: checks += own
     return dims
+
+def _finite(x, name):
+    "The value check 'x holds no NaN or infinity', with the message `check_tensor(finite=True)` gives."
+    return torch.isfinite(x).all(), lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
 
 def _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights):
     "The maths of `render_samples`, on checked inputs: bg is (B, 1, 3)."
@@ -69,12 +90,15 @@ def render_samples(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                    return_weights:bool=False, # Also return the per-sample weights (B, N, S)
                   ) -> dict: # 'rgb' (B, N, 3), 'depth' (B, N), 'opacity' (B, N) [, 'weights' (B, N, S)]
     "Composite the triplane's density and colour at given sample depths: the renderer's specification."
-    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far)
-    check_tensor(t, 't', ('B', 'N', None), dims=dims, floating=True, finite=True)
+    checks = []
+    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks)
+    check_tensor(t, 't', ('B', 'N', None), dims=dims, floating=True)
     if t.shape[-1] < 1: raise ValueError("t needs at least one sample per ray, got S=0")
-    if (t[..., 1:] < t[..., :-1]).any(): raise ValueError("t must be sorted along the last dimension (sample depths along each ray)")
-    if (t < near[..., None]).any() or (t > far[..., None]).any(): raise ValueError("every sample depth t must lie in [near, far] of its ray")
-    return _composite(planes, decoder, rays_o, rays_d, t, near, far, _background(background, dims['B'], planes), return_weights)
+    checks += [_finite(t, 't'), ((t[..., 1:] >= t[..., :-1]).all(), lambda: "t must be sorted along the last dimension (sample depths along each ray)"),
+               (((t >= near[..., None]) & (t <= far[..., None])).all(), lambda: "every sample depth t must lie in [near, far] of its ray")]
+    bg = _background(background, dims['B'], planes, checks)
+    _raise_failed(checks)
+    return _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights)
 
 # %% ../nbs/05_render.ipynb #bc0df0a8
 def _uniform(shape, generator, like):
@@ -163,9 +187,11 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference is fp32
                ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
     "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
-    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far)
+    checks = []
+    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks)
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
-    bg = _background(background, dims['B'], planes)
+    bg = _background(background, dims['B'], planes, checks)
+    _raise_failed(checks) # all value checks, one wait for the GPU
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     fn, fine_samples, planes_copy = _compositor(backend, planes)
     if fn is None: composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)

@@ -325,7 +325,8 @@ def _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background):
     if dims['S'] < 1: raise ValueError(f"t must hold at least one sample per ray, got shape {tuple(t.shape)}")
     if 3 * dims['R'] ** 2 * dims['C'] >= 2 ** 31: raise ValueError(f"one image's planes must hold fewer than 2**31 values (the kernels' offsets are int32), got 3 x {dims['R']}^2 x {dims['C']}")
     if dims['B'] > 65535: raise ValueError(f"render_samples_triton renders at most 65535 images per call (one grid axis per image), got B={dims['B']}; split the batch")
-    bg = torch.as_tensor(background, dtype=torch.float32, device=planes.device)
+    bg = torch.full((), float(background), device=planes.device) if isinstance(background, (int, float)) and not isinstance(background, bool) \
+        else torch.as_tensor(background, dtype=torch.float32, device=planes.device) # a number: no host-to-device copy
     if bg.shape not in ((), (3,), (1, 3), (dims['B'], 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({dims['B']}, 3), got shape {tuple(bg.shape)}")
     for name, x in (('rays_o', rays_o), ('rays_d', rays_d), ('t', t), ('near', near), ('far', far), ('background', background)):
         if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
