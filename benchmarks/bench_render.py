@@ -1,10 +1,11 @@
-"""Time and memory of the PyTorch reference renderer and the fused Triton renderer, side by side.
+"""Time and memory of the PyTorch reference renderer and the fused Triton renderer (fp32, and with precision='bf16'), side by side.
 
 One "render step" is what a training step renders, through the shared entry point
 `render_rays(..., backend=)`: a coarse pass without gradients that returns the weights (n_coarse
 stratified samples per ray), importance sampling, then the fine pass with gradients on n_coarse +
 n_fine sorted samples. Forward = all of that with autograd recording; forward+backward adds the
-backward to the planes and the decoder. Usage:
+backward to the planes and the decoder. Three backends run in one process on the same inputs: 'torch', 'triton'
+(fp32) and 'triton-bf16' (`render_rays(..., backend='triton', precision='bf16')`). Usage:
 
     python benchmarks/bench_render.py                   # GPU: the training and 128 x 128 configurations
     python benchmarks/bench_render.py --configs small   # the CPU default (Triton runs in its interpreter there)
