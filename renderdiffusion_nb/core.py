@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'to_unit', 'to_signed', 'to_uint8', 'to_pil',
-           'from_pil', 'atomic_write', 'save_image', 'load_image', 'save_gif', 'show_images']
+__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'finite_check', 'raise_failed', 'to_unit',
+           'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'atomic_write', 'save_image', 'load_image', 'save_gif',
+           'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # `None` or 'auto' picks CUDA when available, else CPU
@@ -70,9 +71,22 @@ def check_tensor(x, # The value to check
                 dims[s] = n
             elif n != s: raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if floating and not x.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if finite and x.is_floating_point() and not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)")
+    if finite and x.is_floating_point(): raise_failed([finite_check(x, name)])
     return dims
+
+def finite_check(x:torch.Tensor, # The value to check
+                 name:str, # Its name in the error message
+                ) -> tuple: # (0-dim bool tensor, function making the message)
+    "The check 'x holds no NaN or infinity', not yet read back: collect several and `raise_failed` them with one wait for the GPU."
+    return torch.isfinite(x).all(), lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
+
+def raise_failed(checks:list, # (0-dim bool tensor, message function) pairs, e.g. from `finite_check`
+                ):
+    "Read all the checks back from the device at once (one synchronisation) and raise `ValueError` for the first that failed."
+    if not checks: return
+    oks = torch.stack([ok.reshape(()).to(torch.bool) for ok, _ in checks]).tolist()
+    for ok, (_, message) in zip(oks, checks):
+        if not ok: raise ValueError(message())
 
 # %% ../nbs/00_core.ipynb #63acdbb9
 def to_unit(x:torch.Tensor, # Image(s) in [-1, 1]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import check_tensor
+from .core import check_tensor, finite_check, raise_failed
 from .cameras import Cameras, get_rays, ray_box_intersect
 from .triplane import sample_triplane
 
@@ -15,13 +15,6 @@ from .triplane import sample_triplane
 __all__ = ['render_samples', 'stratified_samples', 'sample_pdf', 'importance_samples', 'render_rays', 'render_image']
 
 # %% ../nbs/05_render.ipynb #3c2e1d64
-def _raise_failed(checks:list):
-    "Run value checks, (0-dim bool tensor, message function) pairs, with one device-to-host transfer; raise the first that failed."
-    if not checks: return
-    oks = torch.stack([ok.reshape(()).to(torch.bool) for ok, _ in checks]).tolist() # a render call waits for the GPU once, not once per check
-    for ok, (_, message) in zip(oks, checks):
-        if not ok: raise ValueError(message())
-
 def _background(background, B, like, checks:list|None=None):
     "The background as a (B, 1, 3) tensor of `like`'s dtype and device, checked (a tensor's values: appended to `checks`, or now)."
     if isinstance(background, (int, float)) and not isinstance(background, bool): background = (background,) * 3
@@ -33,7 +26,7 @@ def _background(background, B, like, checks:list|None=None):
     if bg.ndim == 0: bg = bg.expand(3)
     if bg.shape not in ((3,), (1, 3), (B, 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({B}, 3), got shape {tuple(bg.shape)}")
     check = [(torch.isfinite(bg).all() & (bg.min() >= 0) & (bg.max() <= 1), lambda: f"background must be in [0, 1], got values in [{bg.min().item()}, {bg.max().item()}]")]
-    if checks is None: _raise_failed(check)
+    if checks is None: raise_failed(check)
     else: checks += check
     return bg.reshape(-1, 1, 3).expand(B, 1, 3)
 
@@ -51,15 +44,11 @@ def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list
     p = next(iter(decoder.parameters()), None) if hasattr(decoder, 'parameters') else None
     if p is not None and (p.dtype != planes.dtype or p.device != planes.device):
         raise ValueError(f"the decoder's parameters are {p.dtype} on {p.device} but planes are {planes.dtype} on {planes.device}")
-    own = [_finite(x, name) for name, x in (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))]
+    own = [finite_check(x, name) for name, x in (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))]
     own.append(((near <= far).all(), lambda: f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far"))
-    if checks is None: _raise_failed(own)
+    if checks is None: raise_failed(own)
     else: checks += own
     return dims
-
-def _finite(x, name):
-    "The value check 'x holds no NaN or infinity', with the message `check_tensor(finite=True)` gives."
-    return torch.isfinite(x).all(), lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
 
 def _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights):
     "The maths of `render_samples`, on checked inputs: bg is (B, 1, 3)."
@@ -94,10 +83,10 @@ def render_samples(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks)
     check_tensor(t, 't', ('B', 'N', None), dims=dims, floating=True)
     if t.shape[-1] < 1: raise ValueError("t needs at least one sample per ray, got S=0")
-    checks += [_finite(t, 't'), ((t[..., 1:] >= t[..., :-1]).all(), lambda: "t must be sorted along the last dimension (sample depths along each ray)"),
+    checks += [finite_check(t, 't'), ((t[..., 1:] >= t[..., :-1]).all(), lambda: "t must be sorted along the last dimension (sample depths along each ray)"),
                (((t >= near[..., None]) & (t <= far[..., None])).all(), lambda: "every sample depth t must lie in [near, far] of its ray")]
     bg = _background(background, dims['B'], planes, checks)
-    _raise_failed(checks)
+    raise_failed(checks)
     return _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights)
 
 # %% ../nbs/05_render.ipynb #bc0df0a8
@@ -184,14 +173,14 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 generator:torch.Generator|None=None, # Source of the jitter
                 return_weights:bool=False, # Also return 'weights' (B, N, S) and depths 't' (B, N, S), S = n_coarse + n_fine
                 backend:str='auto', # 'torch', 'triton' or 'auto' (triton for CUDA planes when it imports)
-                precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference is fp32
+                precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference computes in the planes' dtype
                ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
     "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
     checks = []
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks)
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
     bg = _background(background, dims['B'], planes, checks)
-    _raise_failed(checks) # all value checks, one wait for the GPU
+    raise_failed(checks) # all value checks, one wait for the GPU
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     fn, fine_samples, planes_copy = _compositor(backend, planes)
     if fn is None: composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
