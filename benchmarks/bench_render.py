@@ -170,8 +170,8 @@ def breakdown(name, cfg, device):
 
 
 LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, product precision); 'bf16' reads a bf16 plane copy
-    (64, 4, 16, 4, 'tf32x3'), (64, 4, 16, 4, 'ieee'), (64, 4, 16, 4, 'tf32'), (32, 4, 16, 4, 'tf32x3'), (64, 4, 16, 2, 'tf32x3'),
-    (64, 4, 16, 4, 'bf16'), (64, 4, 16, 2, 'bf16'), (32, 2, 16, 2, 'bf16'), (32, 2, 16, 4, 'bf16')]
+    (64, 4, 16, 4, 'tf32x3'), (64, 4, 16, 4, 'ieee'), (64, 4, 16, 4, 'tf32'), (64, 4, 16, 2, 'tf32x3'), (32, 2, 16, 2, 'tf32x3'),
+    (32, 2, 16, 2, 'bf16'), (32, 2, 16, 4, 'bf16'), (32, 2, 32, 4, 'bf16'), (64, 4, 16, 2, 'bf16'), (16, 1, 16, 1, 'bf16')]
 
 def _fine(planes, params, shift, rays_o, rays_d, t, near, far, bg, launch, backward):
     "The fine pass through the autograd Function with a given launch configuration."

@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #a9db5eba
 from __future__ import annotations
 import contextlib
+import math
 import os
 import random
 import tempfile
@@ -16,9 +17,9 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'finite_check', 'raise_failed', 'to_unit',
-           'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'atomic_write', 'save_image', 'load_image', 'save_gif',
-           'show_images']
+__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'finite_check', 'start_checks', 'raise_failed',
+           'to_unit', 'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'atomic_write', 'save_image', 'load_image',
+           'save_gif', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # `None` or 'auto' picks CUDA when available, else CPU
@@ -76,17 +77,34 @@ def check_tensor(x, # The value to check
 
 def finite_check(x:torch.Tensor, # The value to check
                  name:str, # Its name in the error message
-                ) -> tuple: # (0-dim bool tensor, function making the message)
+                ) -> tuple: # (x's min and max as a float tensor, function making the message)
     "The check 'x holds no NaN or infinity', not yet read back: collect several and `raise_failed` them with one wait for the GPU."
-    return torch.isfinite(x).all(), lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
+    if x.numel() == 0 or not x.is_floating_point(): lo_hi = torch.zeros(0, device=x.device) # nothing to check
+    else: lo_hi = torch.stack(torch.aminmax(x)) # min and max propagate NaN and keep infinities: one read of x, two kernels
+    return lo_hi, lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
 
-def raise_failed(checks:list, # (0-dim bool tensor, message function) pairs, e.g. from `finite_check`
+def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor must be all True, a float one all finite (`finite_check`)
+                ): # a function that waits for the values and raises `ValueError` for the first check that failed
+    "Queue the read-back of all the checks (one device-to-host copy) without waiting for it: the caller queues more work, then calls the result."
+    if not checks: return lambda: None
+    values = torch.cat([v.reshape(-1).to(torch.float64) for v, _ in checks])
+    if values.is_cuda: # into page-locked memory, with an event: waiting for it waits for the checks, not for work queued after them
+        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True).copy_(values, non_blocking=True)
+        done = torch.cuda.Event(); done.record()
+    else: host, done = values, None
+    def finish():
+        if done is not None: done.synchronize()
+        got, i = host.tolist(), 0
+        for v, message in checks:
+            part = got[i:i + v.numel()]; i += v.numel()
+            ok = all(g == 1.0 for g in part) if v.dtype == torch.bool else all(math.isfinite(g) for g in part)
+            if not ok: raise ValueError(message())
+    return finish
+
+def raise_failed(checks:list, # (tensor, message function) pairs, as for `start_checks`
                 ):
-    "Read all the checks back from the device at once (one synchronisation) and raise `ValueError` for the first that failed."
-    if not checks: return
-    oks = torch.stack([ok.reshape(()).to(torch.bool) for ok, _ in checks]).tolist()
-    for ok, (_, message) in zip(oks, checks):
-        if not ok: raise ValueError(message())
+    "Read all the checks back from the device at once (one wait) and raise `ValueError` for the first that failed."
+    start_checks(checks)()
 
 # %% ../nbs/00_core.ipynb #63acdbb9
 def to_unit(x:torch.Tensor, # Image(s) in [-1, 1]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import check_tensor, finite_check, raise_failed
+from .core import check_tensor, finite_check, raise_failed, start_checks
 from .cameras import Cameras, get_rays, ray_box_intersect
 from .triplane import sample_triplane
 
@@ -30,8 +30,8 @@ def _background(background, B, like, checks:list|None=None):
     else: checks += check
     return bg.reshape(-1, 1, 3).expand(B, 1, 3)
 
-def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list|None=None):
-    "Check what every renderer takes; return the bound sizes (B, N, C, ...). The value checks go to `checks` (or run now)."
+def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list|None=None, values:bool=True):
+    "Check what every renderer takes; return the bound sizes (B, N, C, ...). The value checks go to `checks` (or run now); values=False skips them."
     dims = check_tensor(planes, 'planes', ('B', 3, 'C', 'R', 'R'), floating=True)
     for name, x in (('rays_o', rays_o), ('rays_d', rays_d)): check_tensor(x, name, ('B', 'N', 3), dims=dims, floating=True)
     for name, x in (('near', near), ('far', far)): check_tensor(x, name, ('B', 'N'), dims=dims, floating=True)
@@ -44,11 +44,16 @@ def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list
     p = next(iter(decoder.parameters()), None) if hasattr(decoder, 'parameters') else None
     if p is not None and (p.dtype != planes.dtype or p.device != planes.device):
         raise ValueError(f"the decoder's parameters are {p.dtype} on {p.device} but planes are {planes.dtype} on {planes.device}")
-    own = [finite_check(x, name) for name, x in (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))]
-    own.append(((near <= far).all(), lambda: f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far"))
+    if not values: return dims
+    own = _value_checks(planes, rays_o, rays_d, near, far)
     if checks is None: raise_failed(own)
     else: checks += own
     return dims
+
+def _value_checks(planes, rays_o, rays_d, near, far) -> list:
+    "The renderer's checks of values (finite inputs, near <= far), queued on the device, for `raise_failed`."
+    own = [finite_check(x, name) for name, x in (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))]
+    return own + [((near <= far).all(), lambda: f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far")]
 
 def _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights):
     "The maths of `render_samples`, on checked inputs: bg is (B, 1, 3)."
@@ -176,22 +181,28 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference computes in the planes' dtype
                ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
     "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
-    checks = []
-    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks)
+    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, values=False) # shapes, dtypes, devices: no GPU work
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
-    bg = _background(background, dims['B'], planes, checks)
-    raise_failed(checks) # all value checks, one wait for the GPU
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    checks = []
+    bg = _background(background, dims['B'], planes, checks)
     fn, fine_samples, planes_copy = _compositor(backend, planes)
-    if fn is None: composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
+    if fn is None:
+        raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU, before the reference indexes with the values
+        composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
     else:
         planes_cl = planes_copy(planes, precision) # one channels-last copy for the coarse and the fine pass
         composite = lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg[:, 0].contiguous(), rw, precision, planes_cl)
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
-        if n_fine > 0:
-            t = fine_samples(t, composite(t, True)['weights'], near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
+        coarse = composite(t, 'only')['weights'] if n_fine > 0 else None # the coarse pass: its weights only (Triton skips the colour)
+        # The Triton kernels read and write only inside the planes and the outputs whatever the values, so with them the
+        # value checks are queued behind the coarse pass and read back without waiting; the wait at the end is for them,
+        # not for the fine pass, which may still be running when this returns (the caller can queue its backward meanwhile).
+        if fn is not None: finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
+        if n_fine > 0: t = fine_samples(t, coarse, near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
     out = composite(t, return_weights)
+    if fn is not None: finish()
     if return_weights: out['t'] = t
     return out
 

@@ -10,6 +10,7 @@ import torch
 if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1') # Triton's interpreter on CPU-only machines
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import libdevice # the GPU's approximate log2 (the interpreter takes tl.log)
 
 from .core import check_tensor
 from .render import _uniform
@@ -39,13 +40,25 @@ def render_cost(B:int, # Batch size
 
 # %% ../nbs/06_render_triton.ipynb #ae077d71
 @triton.jit
-def _softplus(x):
-    "torch's softplus (beta=1), stable for any x and without log1p."
-    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+def _log(x, FAST: tl.constexpr):
+    "Natural log: on the GPU (FAST) one `lg2.approx` instruction times ln 2, abs. error about 1e-7 on [1, 2]; else tl.log."
+    if FAST: return libdevice.fast_log2f(x) * 0.6931471805599453
+    else: return tl.log(x) # libdevice's precise log is a 20-instruction polynomial; the interpreter has no libdevice
 
 @triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+def _exp(x, FAST: tl.constexpr):
+    "exp: on the GPU (FAST) `ex2.approx.ftz` of x log2(e), results below 1e-38 flushed to 0 (tl.exp adds a range check); else tl.exp."
+    if FAST: return libdevice.fast_expf(x)
+    else: return tl.exp(x)
+
+@triton.jit
+def _softplus(x, FAST: tl.constexpr):
+    "torch's softplus (beta=1), stable for any x and without log1p: the log's argument is in [1, 2]."
+    return tl.maximum(x, 0.0) + _log(1.0 + _exp(-tl.abs(x), FAST), FAST)
+
+@triton.jit
+def _sigmoid(x, FAST: tl.constexpr):
+    return tl.fdiv(tl.full(x.shape, 1.0, tl.float32), 1.0 + _exp(-x, FAST)) # a 2-ulp division, not the IEEE one
 
 @triton.jit
 def _corners(u, v, R):
@@ -58,14 +71,20 @@ def _corners(u, v, R):
     return x0, x1, y0, y1, wx, wy
 
 @triton.jit
-def _plane_read(plane, u, v, offs_c, m2, R, C):
-    "Bilinear features (BLOCK_R, C_PAD), fp32, of one channels-last plane (fp32 or bf16) at (u, v); `plane` points at its first texel."
+def _gather(ptr, mc, EVEN_C: tl.constexpr):
+    "One corner's C-vectors as fp32: every address is a texel of the plane, so only padded channels (C < C_PAD) need a mask."
+    if EVEN_C: return tl.load(ptr).to(tl.float32)
+    else: return tl.load(ptr, mask=mc[None, :], other=0.).to(tl.float32)
+
+@triton.jit
+def _plane_read(plane, u, v, offs_c, mc, R, C, EVEN_C: tl.constexpr):
+    "Bilinear features (BLOCK_R, C_PAD), fp32, of one channels-last plane (fp32 or bf16) at (u, v) in [-1, 1]; `plane` points at its first texel."
     x0, x1, y0, y1, wx, wy = _corners(u, v, R)
     c = offs_c[None, :] # int32 offsets inside one plane (R * R * C < 2**31), one 64-bit base per program
-    f  = tl.load(plane + ((y0 * R + x0) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * ((1 - wx) * (1 - wy))[:, None]
-    f += tl.load(plane + ((y0 * R + x1) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * (wx * (1 - wy))[:, None]
-    f += tl.load(plane + ((y1 * R + x0) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * ((1 - wx) * wy)[:, None]
-    f += tl.load(plane + ((y1 * R + x1) * C)[:, None] + c, mask=m2, other=0.).to(tl.float32) * (wx * wy)[:, None]
+    f  = _gather(plane + ((y0 * R + x0) * C)[:, None] + c, mc, EVEN_C) * ((1 - wx) * (1 - wy))[:, None]
+    f += _gather(plane + ((y0 * R + x1) * C)[:, None] + c, mc, EVEN_C) * (wx * (1 - wy))[:, None]
+    f += _gather(plane + ((y1 * R + x0) * C)[:, None] + c, mc, EVEN_C) * ((1 - wx) * wy)[:, None]
+    f += _gather(plane + ((y1 * R + x1) * C)[:, None] + c, mc, EVEN_C) * (wx * wy)[:, None]
     return f
 
 @triton.jit
@@ -88,16 +107,18 @@ def _mm(a, b, PREC: tl.constexpr):
     else: return tl.dot(a, b, input_precision=PREC)
 
 @triton.jit
-def _decode(plane, ox, oy, oz, dx, dy, dz, t, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC: tl.constexpr):
-    "One sample per ray: point, triplane feature f, hidden pre-activation and activation, decoder output (BLOCK_R, 16)."
+def _decode(plane, ox, oy, oz, dx, dy, dz, t, offs_c, mc, W1t, b1, W2t, b2, R, C,
+            PREC: tl.constexpr, EVEN_C: tl.constexpr, FAST: tl.constexpr):
+    "One sample per ray: point (0 outside the box), triplane feature f, hidden pre-activation and activation, decoder output (BLOCK_R, 16)."
     px = ox + t * dx; py = oy + t * dy; pz = oz + t * dz
-    inside = (tl.abs(px) <= 1.0) & (tl.abs(py) <= 1.0) & (tl.abs(pz) <= 1.0)
-    f  = _plane_read(plane, px, py, offs_c, m2, R, C)
-    f += _plane_read(plane + R * R * C, px, pz, offs_c, m2, R, C)
-    f += _plane_read(plane + 2 * R * R * C, py, pz, offs_c, m2, R, C)
+    inside = (tl.abs(px) <= 1.0) & (tl.abs(py) <= 1.0) & (tl.abs(pz) <= 1.0) # False for NaN too
+    px = tl.where(inside, px, 0.); py = tl.where(inside, py, 0.); pz = tl.where(inside, pz, 0.) # reads stay in the plane whatever the input
+    f  = _plane_read(plane, px, py, offs_c, mc, R, C, EVEN_C)
+    f += _plane_read(plane + R * R * C, px, pz, offs_c, mc, R, C, EVEN_C)
+    f += _plane_read(plane + 2 * R * R * C, py, pz, offs_c, mc, R, C, EVEN_C)
     f = f * tl.where(inside, 1.0 / 3.0, 0.0)[:, None]
     hpre = _mm(f, W1t, PREC) + b1[None, :]
-    h = _softplus(hpre)
+    h = _softplus(hpre, FAST)
     out = _mm(h, W2t, PREC) + b2[None, :]
     return px, py, pz, inside, f, hpre, h, out
 
@@ -107,8 +128,8 @@ def _load_block(planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R,
     "What a program loads once: its image's planes, padded and transposed decoder weights (in bf16 when PREC is), its rays."
     img = tl.program_id(1) # a program's rays all belong to one image, so its plane base is one scalar
     offs_n = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    mr = offs_n < N
-    r64 = img.to(tl.int64) * N + offs_n
+    mr = offs_n < N # rows past N repeat ray N - 1, so loads need no row mask; only stores and gradients use mr
+    r64 = img.to(tl.int64) * N + tl.minimum(offs_n, N - 1)
     plane = planes + img.to(tl.int64) * (3 * R * R * C)
     offs_c = tl.arange(0, C_PAD); mc = offs_c < C
     offs_h = tl.arange(0, H_PAD); mh = offs_h < H
@@ -118,25 +139,25 @@ def _load_block(planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R,
     W2t = tl.load(W2 + offs_o[None, :] * H + offs_h[:, None], mask=(offs_o[None, :] < 4) & mh[:, None], other=0.) # (H_PAD, 16)
     b2v = tl.load(b2 + offs_o, mask=offs_o < 4, other=0.)
     if PREC == 'bf16': W1t = W1t.to(tl.bfloat16); W2t = W2t.to(tl.bfloat16) # converted once, not per sample
-    ox = tl.load(rays_o + r64 * 3, mask=mr, other=0.); oy = tl.load(rays_o + r64 * 3 + 1, mask=mr, other=0.); oz = tl.load(rays_o + r64 * 3 + 2, mask=mr, other=0.)
-    dx = tl.load(rays_d + r64 * 3, mask=mr, other=0.); dy = tl.load(rays_d + r64 * 3 + 1, mask=mr, other=0.); dz = tl.load(rays_d + r64 * 3 + 2, mask=mr, other=0.)
-    near = tl.load(near_ptr + r64, mask=mr, other=0.); far = tl.load(far_ptr + r64, mask=mr, other=0.)
+    ox = tl.load(rays_o + r64 * 3); oy = tl.load(rays_o + r64 * 3 + 1); oz = tl.load(rays_o + r64 * 3 + 2)
+    dx = tl.load(rays_d + r64 * 3); dy = tl.load(rays_d + r64 * 3 + 1); dz = tl.load(rays_d + r64 * 3 + 2)
+    near = tl.load(near_ptr + r64); far = tl.load(far_ptr + r64)
     return img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far
 
 @triton.jit
-def _sample_step(plane, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
-                 offs_c, offs_o, m2, W1t, b1, W2t, b2, R, C, shift, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
+def _sample_step(plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far, tau_sum,
+                 offs_c, offs_o, mc, W1t, b1, W2t, b2, R, C, shift,
+                 PREC: tl.constexpr, EVEN_C: tl.constexpr, FAST: tl.constexpr):
     "Sample s of every ray in the block, as both kernels take it: the next depth and the bin, the decoder, sigma, colour and w_s."
-    has_next = tl.full([BLOCK_R], s + 1, tl.int32) < S
-    t_next = tl.load(t_ptr + r64 * S + s + 1, mask=mr & has_next, other=0.)
-    b_cur = tl.where(has_next, 0.5 * (t_cur + t_next), far)
+    t_next = tl.load(t_row + tl.minimum(s + 1, S - 1)) # t_row: the rays' depths; the last sample reads itself, its bin ends at far
+    b_cur = tl.where(s + 1 < S, 0.5 * (t_cur + t_next), far)
     delta = b_cur - b_prev
-    px, py, pz, inside, f, hpre, h, out = _decode(plane, ox, oy, oz, dx, dy, dz, t_cur, offs_c, m2, W1t, b1, W2t, b2, R, C, PREC)
+    px, py, pz, inside, f, hpre, h, out = _decode(plane, ox, oy, oz, dx, dy, dz, t_cur, offs_c, mc, W1t, b1, W2t, b2, R, C, PREC, EVEN_C, FAST)
     o_sigma = tl.sum(tl.where(offs_o[None, :] == 0, out, 0.), axis=1) + shift # column 0 is the density
-    sigma = _softplus(o_sigma)
-    col = _sigmoid(out) # columns 1..3 are the colour
+    sigma = _softplus(o_sigma, FAST)
+    col = _sigmoid(out, FAST) # columns 1..3 are the colour
     tau = sigma * delta
-    w = tl.exp(-tau_sum) * (1.0 - tl.exp(-tau))
+    w = _exp(-tau_sum, FAST) * (1.0 - _exp(-tau, FAST))
     return t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum + tau
 
 # %% ../nbs/06_render_triton.ipynb #91ab1b3c
@@ -146,11 +167,13 @@ def _render_fwd_kernel(
     rgb_ptr, depth_ptr, opacity_ptr, w_ptr, # outputs
     N, S, R, C, H, shift, # sizes and the density shift
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, STORE_W: tl.constexpr, PREC: tl.constexpr,
+    EVEN_C: tl.constexpr, FAST: tl.constexpr, COLOR: tl.constexpr, # COLOR=False: the weights only (the coarse pass)
 ):
     img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far = _load_block(
         planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H, BLOCK_R, C_PAD, H_PAD, PREC)
-    m2 = mr[:, None] & mc[None, :]
-    t_cur = tl.load(t_ptr + r64 * S, mask=mr, other=0.)
+    t_row = t_ptr + r64 * S # row pointers, once per program
+    w_row = w_ptr + r64 * S
+    t_cur = tl.load(t_row)
     b_prev = near
     tau_sum = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc_c = tl.zeros([BLOCK_R, 16], dtype=tl.float32) # columns 1..3 hold the colour sum
@@ -158,31 +181,34 @@ def _render_fwd_kernel(
     acc_w = tl.zeros([BLOCK_R], dtype=tl.float32)
     for s in range(0, S):
         t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
-            plane, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
-            offs_c, offs_o, m2, W1t, b1v, W2t, b2v, R, C, shift, BLOCK_R, PREC)
-        acc_c += w[:, None] * col
-        acc_t += w * t_cur
-        acc_w += w
+            plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far, tau_sum,
+            offs_c, offs_o, mc, W1t, b1v, W2t, b2v, R, C, shift, PREC, EVEN_C, FAST)
+        if COLOR:
+            acc_c += w[:, None] * col
+            acc_t += w * t_cur
+            acc_w += w
         if STORE_W:
-            tl.store(w_ptr + r64 * S + s, w, mask=mr)
+            tl.store(w_row + s, w, mask=mr)
         b_prev = b_cur
         t_cur = t_next
-    is_rgb = (offs_o >= 1) & (offs_o < 4)
-    bg = tl.load(bg_ptr + img * 3 + offs_o - 1, mask=is_rgb, other=0.) # this image's background colour
-    mo = mr[:, None] & is_rgb[None, :]
-    tl.store(rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, acc_c + (1.0 - acc_w)[:, None] * bg[None, :], mask=mo)
-    tl.store(depth_ptr + r64, acc_t / tl.maximum(acc_w, 1e-6), mask=mr)
-    tl.store(opacity_ptr + r64, acc_w, mask=mr)
+    if COLOR:
+        is_rgb = (offs_o >= 1) & (offs_o < 4)
+        bg = tl.load(bg_ptr + img * 3 + offs_o - 1, mask=is_rgb, other=0.) # this image's background colour
+        mo = mr[:, None] & is_rgb[None, :]
+        tl.store(rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, acc_c + (1.0 - acc_w)[:, None] * bg[None, :], mask=mo)
+        tl.store(depth_ptr + r64, acc_t / tl.maximum(acc_w, 1e-6), mask=mr)
+        tl.store(opacity_ptr + r64, acc_w, mask=mr)
 
 # %% ../nbs/06_render_triton.ipynb #9a2f4221
 @triton.jit
 def _render_bwd_kernel(
     planes, W1, b1, W2, b2, rays_o, rays_d, t_ptr, near_ptr, far_ptr, # forward inputs
-    g_rgb_ptr, a_t_ptr, a_0_ptr, e_sum_ptr, g_w_ptr, # per-ray (and per-sample g_w) gradient terms
+    g_rgb_ptr, g_depth_ptr, g_opac_ptr, rgb_ptr, depth_ptr, opac_ptr, bg_ptr, # output gradients and the forward's outputs
+    e_gw_ptr, g_w_ptr, # with weights in the loss: sum_i g_w_i w_i per ray, and g_w per sample
     g_planes, g_W1, g_b1, g_W2, g_b2, # gradients, fp32, accumulated
     N, S, R, C, H, shift,
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, HAS_GW: tl.constexpr,
-    NEED_PLANES: tl.constexpr, NEED_DEC: tl.constexpr, PREC: tl.constexpr,
+    NEED_PLANES: tl.constexpr, NEED_DEC: tl.constexpr, PREC: tl.constexpr, EVEN_C: tl.constexpr, FAST: tl.constexpr,
 ):
     img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far = _load_block(
         planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H, BLOCK_R, C_PAD, H_PAD, PREC)
@@ -193,10 +219,19 @@ def _render_bwd_kernel(
     if PREC == 'bf16': W1m = W1m.to(tl.bfloat16); W2m = W2m.to(tl.bfloat16)
     is_rgb = (offs_o >= 1) & (offs_o < 4)
     g_rgb = tl.load(g_rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, mask=mr[:, None] & is_rgb[None, :], other=0.) # (BLOCK_R, 16)
-    a_t = tl.load(a_t_ptr + r64, mask=mr, other=0.)
-    a_0 = tl.load(a_0_ptr + r64, mask=mr, other=0.)
-    e_sum = tl.load(e_sum_ptr + r64, mask=mr, other=0.)
-    t_cur = tl.load(t_ptr + r64 * S, mask=mr, other=0.)
+    # dL/dw_i = g_rgb . c_i + a_t t_i + a_0 (+ g_w_i), and E = sum_i e_i w_i, from the forward's outputs (rows past N: all 0)
+    g_d = tl.load(g_depth_ptr + r64, mask=mr, other=0.); g_o = tl.load(g_opac_ptr + r64, mask=mr, other=0.)
+    dep = tl.load(depth_ptr + r64); op = tl.load(opac_ptr + r64)
+    rgb = tl.load(rgb_ptr + r64[:, None] * 3 + offs_o[None, :] - 1, mask=is_rgb[None, :], other=0.)
+    bg = tl.load(bg_ptr + img * 3 + offs_o - 1, mask=is_rgb, other=0.)[None, :]
+    m = tl.maximum(op, 1e-6)
+    a_t = g_d / m
+    a_0 = g_o - tl.where(op > 1e-6, g_d * dep / m, 0.) - tl.sum(g_rgb * bg, axis=1)
+    e_sum = tl.sum(g_rgb * (rgb - (1.0 - op)[:, None] * bg), axis=1) + a_t * dep * m + a_0 * op # sum_i w_i c_i = rgb - (1 - O) bg
+    if HAS_GW:
+        e_sum += tl.load(e_gw_ptr + r64, mask=mr, other=0.)
+    t_row = t_ptr + r64 * S; gw_row = g_w_ptr + r64 * S # row pointers, once per program
+    t_cur = tl.load(t_row)
     b_prev = near
     tau_sum = tl.zeros([BLOCK_R], dtype=tl.float32)
     e_acc = tl.zeros([BLOCK_R], dtype=tl.float32)
@@ -206,24 +241,29 @@ def _render_bwd_kernel(
     gb2 = tl.zeros([16], dtype=tl.float32)
     for s in range(0, S):
         t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
-            plane, ox, oy, oz, dx, dy, dz, t_ptr, r64, s, S, mr, t_cur, b_prev, far, tau_sum,
-            offs_c, offs_o, m2, W1t, b1v, W2t, b2v, R, C, shift, BLOCK_R, PREC)
+            plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far, tau_sum,
+            offs_c, offs_o, mc, W1t, b1v, W2t, b2v, R, C, shift, PREC, EVEN_C, FAST)
         e = tl.sum(g_rgb * col, axis=1) + a_t * t_cur + a_0 # dL/dw_i
         if HAS_GW:
-            e += tl.load(g_w_ptr + r64 * S + s, mask=mr, other=0.)
+            e += tl.load(gw_row + s, mask=mr, other=0.)
         e_acc += e * w
-        g_tau = e * tl.exp(-tau_sum) - (e_sum - e_acc)
-        g_sigma = tl.where(mr, g_tau * delta * _sigmoid(o_sigma), 0.) # softplus' = sigmoid
+        g_tau = e * _exp(-tau_sum, FAST) - (e_sum - e_acc)
+        g_sigma = tl.where(mr, g_tau * delta * _sigmoid(o_sigma, FAST), 0.) # softplus' = sigmoid
         g_out = tl.where(offs_o[None, :] == 0, g_sigma[:, None], g_rgb * w[:, None] * col * (1.0 - col))
-        g_hpre = _mm(g_out, W2m, PREC) * (1.0 - tl.exp(-h)) # sigmoid(hpre) = 1 - exp(-softplus(hpre)): one exp, no division
+        g_hpre = _mm(g_out, W2m, PREC) * (1.0 - _exp(-h, FAST)) # sigmoid(hpre) = 1 - exp(-softplus(hpre)): one exp, no division
         if NEED_DEC:
             gW2t += _mm(tl.trans(h), g_out, PREC)
             gb2 += tl.sum(g_out, axis=0)
             gW1t += _mm(tl.trans(f), g_hpre, PREC)
             gb1 += tl.sum(g_hpre, axis=0)
         if NEED_PLANES:
-            g_f = _mm(g_hpre, W1m, PREC) * tl.where(inside, 1.0 / 3.0, 0.)[:, None]
             mg = m2 & inside[:, None]
+            g_f = tl.where(mg, _mm(g_hpre, W1m, PREC) * (1.0 / 3.0), 0.)
+            # Pin g_f to the scatter's register layout once: a store that never runs (S >= 1, which the compiler cannot
+            # know) makes Triton convert g_f itself, and the twelve corner products reuse it; without it each product
+            # is converted on its own, twelve trips through shared memory per sample (1598 -> 1413 instructions a step, bf16).
+            if FAST: # compiled code only: the interpreter has no layouts
+                tl.store(g_plane + offs_c[None, :] + tl.zeros([BLOCK_R], tl.int32)[:, None], g_f, mask=m2 & (S < 0))
             _plane_scatter(g_plane, px, py, g_f, offs_c, mg, R, C)
             _plane_scatter(g_plane + R * R * C, px, pz, g_f, offs_c, mg, R, C)
             _plane_scatter(g_plane + 2 * R * R * C, py, pz, g_f, offs_c, mg, R, C)
@@ -251,25 +291,35 @@ def _planes_copy(planes:torch.Tensor, precision:str='fp32') -> torch.Tensor:
     "The kernels' channels-last copy (B, 3, R, R, C) of the planes: fp32, or bf16 for precision='bf16'."
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
-    return planes.detach().to(dtype).permute(0, 1, 3, 4, 2).contiguous()
+    B, _, C, R, _ = planes.shape # one kernel converts and transposes
+    return torch.empty((B, 3, R, R, C), dtype=dtype, device=planes.device).copy_(planes.detach().permute(0, 1, 3, 4, 2))
+
+def _fwd_launch(planes_cl, dec, rays, N, S, shift, store_w, color, cfg):
+    "Run the forward kernel on fp32 decoder weights and rays: (rgb, depth, opacity, weights), NaN-poisoned first; unused outputs are None."
+    B, _, R, _, C = planes_cl.shape
+    H = dec[0].shape[0]
+    block_r, num_warps, _, _, prec = cfg
+    nan = lambda *shape: torch.full(shape, float('nan'), device=planes_cl.device)
+    rgb, depth, opacity = (nan(B, N, 3), nan(B, N), nan(B, N)) if color else (None,) * 3
+    weights = nan(B, N, S) if store_w else None
+    some = next(x for x in (rgb, weights) if x is not None) # a placeholder for outputs the kernel does not write
+    _render_fwd_kernel[(triton.cdiv(N, block_r), B)]( # programs: blocks of one image's rays x images
+        planes_cl, *dec, *rays, *(x if x is not None else some for x in (rgb, depth, opacity, weights)), N, S, R, C, H, shift,
+        BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(H), STORE_W=store_w, PREC=prec, EVEN_C=C == _pad(C), FAST=planes_cl.is_cuda,
+        COLOR=color, num_warps=num_warps, num_stages=1)
+    return rgb, depth, opacity, weights
+
+def _f32(x): return x.detach().to(torch.float32).contiguous()
 
 class _RenderSamples(torch.autograd.Function):
     @staticmethod
     def forward(ctx, planes, W1, b1, W2, b2, rays_o, rays_d, t, near, far, bg, shift, store_w, cfg, planes_cl=None):
-        B, _, C, R, _ = planes.shape
         _, N, S = t.shape
-        f32 = lambda x: x.detach().to(torch.float32).contiguous()
-        block_r, num_warps, _, _, prec = cfg
-        if planes_cl is None: planes_cl = _planes_copy(planes, 'bf16' if prec.startswith('bf16') else 'fp32')
-        dec = [f32(x) for x in (W1, b1, W2, b2)]
-        rays = [f32(x) for x in (rays_o, rays_d, t, near, far, bg)]
-        nan = lambda *shape: torch.full(shape, float('nan'), device=planes.device)
-        rgb, depth, opacity = nan(B, N, 3), nan(B, N), nan(B, N)
-        weights = nan(B, N, S) if store_w else rgb
-        _render_fwd_kernel[(triton.cdiv(N, block_r), B)]( # programs: blocks of one image's rays x images
-            planes_cl, *dec, *rays, rgb, depth, opacity, weights, N, S, R, C, W1.shape[0], shift,
-            BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(W1.shape[0]), STORE_W=store_w, PREC=prec, num_warps=num_warps, num_stages=1)
-        ctx.save_for_backward(*dec, *rays, rgb, depth, opacity, weights if store_w else None)
+        if planes_cl is None: planes_cl = _planes_copy(planes, 'bf16' if cfg[4].startswith('bf16') else 'fp32')
+        dec = [_f32(x) for x in (W1, b1, W2, b2)]
+        rays = [_f32(x) for x in (rays_o, rays_d, t, near, far, bg)]
+        rgb, depth, opacity, weights = _fwd_launch(planes_cl, dec, rays, N, S, shift, store_w, True, cfg)
+        ctx.save_for_backward(*dec, *rays, rgb, depth, opacity, weights)
         ctx.planes_cl = planes_cl # an intermediate, not an input: kept on ctx so the backward can free it early
         ctx.meta = (shift, store_w, cfg, planes.dtype, W1.dtype)
         return (rgb, depth, opacity, weights) if store_w else (rgb, depth, opacity)
@@ -286,25 +336,22 @@ class _RenderSamples(torch.autograd.Function):
         _, N, S = t.shape
         grad = lambda g, like: torch.zeros_like(like) if g is None else g.to(torch.float32).contiguous()
         g_rgb, g_depth, g_opacity = grad(g_rgb, rgb), grad(g_depth, depth), grad(g_opacity, opacity)
-        m = opacity.clamp_min(1e-6)
-        bg_n = bg[:, None] # (B, 1, 3)
-        a_t = g_depth / m # dL/dw_i = g_rgb . c_i + a_t t_i + a_0 (+ g_w_i)
-        a_0 = g_opacity - torch.where(opacity > 1e-6, g_depth * depth / m, 0.) - (g_rgb * bg_n).sum(-1)
-        e_sum = (g_rgb * (rgb - (1 - opacity)[..., None] * bg_n)).sum(-1) + a_t * depth * m + a_0 * opacity # E = sum_i e_i w_i
         has_gw = store_w and g_weights is not None
-        if has_gw:
+        if has_gw: # the weights' own gradient adds sum_i g_w_i w_i to E; the rest of E is computed per ray in the kernel
             g_weights = g_weights.to(torch.float32).contiguous()
-            e_sum = e_sum + (g_weights * weights).sum(-1)
+            e_gw = (g_weights * weights).sum(-1)
         need_planes, need_dec = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
         g_planes = torch.zeros(planes_cl.shape, dtype=torch.float32, device=planes_cl.device) if need_planes else planes_cl # fp32 whatever the copy's dtype
-        g_dec = [torch.zeros_like(x) for x in (W1, b1, W2, b2)]
+        dec = (W1, b1, W2, b2)
+        g_flat = torch.zeros(sum(x.numel() for x in dec), device=W1.device) # one fill for the four decoder gradients
+        g_dec = [g.view_as(x) for g, x in zip(g_flat.split([x.numel() for x in dec]), dec)]
         _, _, block_r, num_warps, prec = cfg
         _render_bwd_kernel[(triton.cdiv(N, block_r), B)](
             planes_cl, W1, b1, W2, b2, rays_o, rays_d, t, near, far,
-            g_rgb, a_t.contiguous(), a_0.contiguous(), e_sum.contiguous(), g_weights if has_gw else g_rgb,
+            g_rgb, g_depth, g_opacity, rgb, depth, opacity, bg, e_gw if has_gw else g_depth, g_weights if has_gw else g_rgb,
             g_planes, *g_dec, N, S, R, C, W1.shape[0], shift,
             BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(W1.shape[0]), HAS_GW=has_gw,
-            NEED_PLANES=need_planes, NEED_DEC=need_dec, PREC=prec, num_warps=num_warps, num_stages=1)
+            NEED_PLANES=need_planes, NEED_DEC=need_dec, PREC=prec, EVEN_C=C == _pad(C), FAST=planes_cl.is_cuda, num_warps=num_warps, num_stages=1)
         del planes_cl, ctx.planes_cl # free the copy before the gradient's layout copy: peak memory
         g_planes = g_planes.permute(0, 1, 4, 2, 3).to(p_dtype, memory_format=torch.contiguous_format) if need_planes else None
         return (g_planes, *[g.to(w_dtype) if need_dec else None for g in g_dec]) + (None,) * 10
@@ -355,11 +402,19 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
     return _render_samples_triton(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights, precision)
 
 def _render_samples_triton(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights, precision, planes_cl=None):
-    "`render_samples_triton`, optionally with the planes' channels-last copy made by the caller (`render_rays` shares one between its passes)."
+    """`render_samples_triton`, optionally with the planes' channels-last copy made by the caller (`render_rays` shares one between its passes).
+    return_weights='only' returns just {'weights'}, without gradient and without computing colour: `render_rays`' coarse pass."""
     bg = _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background)
+    cfg = _launch_config(planes.device, t.shape[1], precision)
+    if isinstance(return_weights, str):
+        if return_weights != 'only': raise ValueError(f"return_weights must be a bool or 'only', got {return_weights!r}")
+        if planes_cl is None: planes_cl = _planes_copy(planes, precision)
+        dec = [_f32(x) for x in (decoder.fc1.weight, decoder.fc1.bias, decoder.fc2.weight, decoder.fc2.bias)]
+        rays = [_f32(x) for x in (rays_o, rays_d, t, near, far, bg)]
+        weights = _fwd_launch(planes_cl, dec, rays, t.shape[1], t.shape[2], float(decoder.density_shift), True, False, cfg)[3]
+        return dict(weights=weights.to(t.dtype))
     outs = _RenderSamples.apply(planes, decoder.fc1.weight, decoder.fc1.bias, decoder.fc2.weight, decoder.fc2.bias,
-                                rays_o, rays_d, t, near, far, bg, float(decoder.density_shift), bool(return_weights),
-                                _launch_config(planes.device, t.shape[1], precision), planes_cl)
+                                rays_o, rays_d, t, near, far, bg, float(decoder.density_shift), bool(return_weights), cfg, planes_cl)
     res = dict(rgb=outs[0], depth=outs[1], opacity=outs[2])
     if return_weights: res['weights'] = outs[3]
     return {k: v.to(t.dtype) for k, v in res.items()}
@@ -370,29 +425,31 @@ def _running_max(a, b): return tl.maximum(a, b)
 
 @triton.jit
 def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays, S, F,
-                       BLOCK_R: tl.constexpr, F_PAD: tl.constexpr, JITTER: tl.constexpr):
+                       BLOCK_R: tl.constexpr, S_CHUNK: tl.constexpr, F_PAD: tl.constexpr, JITTER: tl.constexpr):
     offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    mr = offs_r < n_rays
-    r64 = offs_r.to(tl.int64)
+    mr = offs_r < n_rays # rows past the end repeat the last ray: loads need no mask, stores do
+    r64 = tl.minimum(offs_r, n_rays - 1).to(tl.int64)
+    tc = tc_ptr + r64 * S; wr = w_ptr + r64 * S; out = out_ptr + r64 * (S + F) # row pointers, computed once
     offs_f = tl.arange(0, F_PAD); mf = offs_f < F
-    m2 = mr[:, None] & mf[None, :]
-    near = tl.load(near_ptr + r64, mask=mr, other=0.); far = tl.load(far_ptr + r64, mask=mr, other=0.)
-    if JITTER: r = tl.load(r_ptr + r64[:, None] * F + offs_f[None, :], mask=m2, other=0.5)
+    near = tl.load(near_ptr + r64); far = tl.load(far_ptr + r64)
+    if JITTER: r = tl.load(r_ptr + r64[:, None] * F + offs_f[None, :], mask=mf[None, :], other=0.5)
     else: r = tl.full([BLOCK_R, F_PAD], 0.5, tl.float32)
     u = (offs_f[None, :].to(tl.float32) + r) / F # (BLOCK_R, F_PAD) in [0, 1)
-    total = tl.zeros([BLOCK_R], dtype=tl.float32) # 1. the total weight
-    for j in range(0, S):
-        total += tl.maximum(tl.load(w_ptr + r64 * S + j, mask=mr, other=0.), 0.) + 1e-5
+    total = tl.zeros([BLOCK_R], dtype=tl.float32) # 1. the total weight, a tile of S_CHUNK bins at a time
+    offs_s = tl.arange(0, S_CHUNK)
+    for s0 in range(0, S, S_CHUNK):
+        ms = (s0 + offs_s) < S
+        wc = tl.load(wr[:, None] + s0 + offs_s[None, :], mask=ms[None, :], other=0.)
+        total += tl.sum(tl.where(ms[None, :], tl.maximum(wc, 0.) + 1e-5, 0.), axis=1)
     c_lo = tl.zeros([BLOCK_R], dtype=tl.float32) # 2. the inverse CDF: F(b_j), b_j and t_j walk along the bins
     b_lo = near
-    t_j = tl.load(tc_ptr + r64 * S, mask=mr, other=0.)
+    t_j = tl.load(tc)
     tf = tl.zeros([BLOCK_R, F_PAD], dtype=tl.float32)
     for j in range(0, S):
-        has_next = tl.full([BLOCK_R], j + 1, tl.int32) < S
-        t_n = tl.load(tc_ptr + r64 * S + j + 1, mask=mr & has_next, other=0.)
-        b_hi = tl.where(has_next, 0.5 * (t_j + t_n), far)
-        w_j = tl.maximum(tl.load(w_ptr + r64 * S + j, mask=mr, other=0.), 0.) + 1e-5
-        c_hi = tl.where(has_next, c_lo + w_j / total, 1.0)
+        t_n = tl.load(tc + tl.minimum(j + 1, S - 1))
+        b_hi = tl.where(j + 1 < S, 0.5 * (t_j + t_n), far)
+        w_j = tl.maximum(tl.load(wr + j), 0.) + 1e-5
+        c_hi = tl.where(j + 1 < S, c_lo + w_j / total, 1.0)
         inv = 1.0 / tl.maximum(c_hi - c_lo, 1e-12)
         frac = tl.minimum(tl.maximum((u - c_lo[:, None]) * inv[:, None], 0.), 1.)
         tf = tl.where(u >= c_lo[:, None], b_lo[:, None] + frac * (b_hi - b_lo)[:, None], tf)
@@ -400,11 +457,12 @@ def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays,
     tf = tl.associative_scan(tf, 1, _running_max) # non-decreasing along each ray despite rounding
     cnt = tl.zeros([BLOCK_R, F_PAD], dtype=tl.int32) # 3. the merge by rank
     for j in range(0, S):
-        t_j = tl.load(tc_ptr + r64 * S + j, mask=mr, other=0.)
-        cnt += (t_j[:, None] < tf).to(tl.int32)
-        before = tl.sum(((tf <= t_j[:, None]) & mf[None, :]).to(tl.int32), axis=1)
-        tl.store(out_ptr + r64 * (S + F) + j + before, t_j, mask=mr)
-    tl.store(out_ptr + r64[:, None] * (S + F) + offs_f[None, :] + cnt, tf, mask=m2)
+        t_j = tl.load(tc + j)
+        after = ((t_j[:, None] < tf) & mf[None, :]).to(tl.int32) # fine samples after coarse sample j
+        cnt += after
+        tl.store(out + j + (F - tl.sum(after, axis=1)), t_j, mask=mr) # j + #{i: t^f_i <= t^c_j}
+    tl.store(out[:, None] + offs_f[None, :] + cnt, tf, mask=mr[:, None] & mf[None, :])
+
 
 # %% ../nbs/06_render_triton.ipynb #e562cf8b
 @torch.no_grad()
@@ -427,10 +485,9 @@ def importance_samples_triton(t:torch.Tensor, # (B, N, S) sorted coarse depths i
     if t.device.type == 'cpu' and torch.cuda.is_available():
         raise RuntimeError("importance_samples_triton runs on CUDA tensors (the CPU interpreter is used only on machines without a GPU); move the inputs to cuda or use importance_samples")
     B, N, S = t.shape
-    f32 = lambda x: x.detach().to(torch.float32).contiguous()
-    r = f32(_uniform((B, N, n), generator, weights)) if jitter else None # the same draw as sample_pdf's
+    r = _f32(_uniform((B, N, n), generator, weights)) if jitter else None # the same draw as sample_pdf's
     out = torch.full((B, N, S + n), float('nan'), device=t.device) # poisoned: every slot is written once
     block = 32 if t.device.type == 'cuda' else min(256, _pad(B * N))
-    _importance_kernel[(triton.cdiv(B * N, block),)](f32(t), f32(weights), f32(near), f32(far), r if jitter else out, out,
-                                                     B * N, S, n, BLOCK_R=block, F_PAD=_pad(n), JITTER=jitter, num_warps=4)
+    _importance_kernel[(triton.cdiv(B * N, block),)](_f32(t), _f32(weights), _f32(near), _f32(far), r if jitter else out, out,
+                                                     B * N, S, n, BLOCK_R=block, S_CHUNK=min(64, _pad(S)), F_PAD=_pad(n), JITTER=jitter, num_warps=4)
     return out.to(t.dtype)

@@ -191,6 +191,48 @@ def test_render_rays_dispatch_matches_reference():
     assert ((out['depth'] - ref['depth']).abs() / (far - near).clamp_min(1e-6)).max() < BF16_TOL
 
 
+BAD_VALUES = { # what to spoil in render_rays' inputs, and the message expected
+    'nan planes': (lambda a: a['planes'].view(-1)[5].fill_(float('nan')), 'planes contains NaN'),
+    'inf rays_o': (lambda a: a['rays_o'][1, 3, 0].fill_(float('inf')), 'rays_o contains NaN'),
+    'nan rays_d': (lambda a: a['rays_d'][0, 2, 1].fill_(float('nan')), 'rays_d contains NaN'),
+    'nan near': (lambda a: a['near'][0, 4].fill_(float('nan')), 'near contains NaN'),
+    'near > far': (lambda a: a['near'][1, 1].fill_(9.), 'near must be <= far'),
+    'background': (lambda a: a['background'][1, 2].fill_(2.), 'background must be in'),
+}
+
+@pytest.mark.parametrize('bad', list(BAD_VALUES))
+def test_render_rays_triton_bad_values_raise_after_a_safe_run(bad):
+    "With the Triton backend the value checks are read after the kernels ran on the bad values: they must stay in bounds, then raise."
+    from renderdiffusion_nb.render import render_rays
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=12, C=6, R=8, hidden=16, seed=7, scale=0.3, device='cuda' if CUDA else 'cpu')
+    a = dict(planes=planes, rays_o=rays_o, rays_d=rays_d, near=near, far=far, background=bg)
+    spoil, message = BAD_VALUES[bad]
+    spoil(a)
+    with pytest.raises(ValueError, match=message):
+        render_rays(a['planes'], dec, a['rays_o'], a['rays_d'], a['near'], a['far'], n_coarse=8, n_fine=8, background=a['background'], backend='triton')
+    if CUDA: torch.cuda.synchronize() # no illegal memory access behind the error
+
+
+@cuda_only
+def test_render_rays_triton_never_waits_for_the_whole_stream():
+    "A Triton render step reads its value checks back without a stream or device synchronisation (it waits on an event behind them)."
+    import warnings
+    from renderdiffusion_nb.render import render_rays
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=300, C=8, R=16, hidden=16, seed=7, scale=0.3, device='cuda')
+    planes.requires_grad_()
+    kw = dict(n_coarse=16, n_fine=16, background=bg, backend='triton', jitter=True)
+    ref = render_rays(planes, dec, rays_o, rays_d, near, far, **kw, generator=torch.Generator('cuda').manual_seed(0)) # compile first
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try: out = render_rays(planes, dec, rays_o, rays_d, near, far, **kw, generator=torch.Generator('cuda').manual_seed(0))
+        finally: torch.cuda.set_sync_debug_mode('default')
+    syncs = [str(w.message) for w in caught if 'called a synchronizing' in str(w.message)]
+    assert not syncs, syncs
+    for k in ('rgb', 'depth', 'opacity'): assert torch.equal(out[k], ref[k]), k
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter switch matters only without a GPU")
 def test_interpreter_survives_torch_importing_triton_first():
     "Building an optimizer makes PyTorch import triton; the library must have switched the interpreter on before that."
@@ -265,8 +307,9 @@ def cdf64(t, w, near, far, x):
 
 
 @cpu_only
-@pytest.mark.parametrize('B,N,S,n,jitter', [(2, 37, 7, 5, False), (2, 37, 7, 5, True), (1, 3, 16, 24, True), (2, 5, 3, 1, False), (1, 4, 1, 3, True)])
-def test_importance_samples_interpreter(B, N, S, n, jitter):
+@pytest.mark.parametrize('B,N,S,n,jitter', [(2, 37, 7, 5, False), (2, 37, 7, 5, True), (1, 3, 16, 24, True), (2, 5, 3, 1, False), (1, 4, 1, 3, True),
+                                            (1, 3, 70, 5, True)])
+def test_importance_samples_interpreter(B, N, S, n, jitter): # S = 70: the total weight in two tiles of 64 bins
     check_importance('cpu', B, N, S, n, jitter)
 
 
