@@ -110,8 +110,8 @@ def stratified_samples(near:torch.Tensor, # (B, N) start of each ray's interval
     if not isinstance(n, int) or n < 1: raise ValueError(f"the number of samples must be a positive int, got {n!r}")
     k = torch.arange(n, dtype=near.dtype, device=near.device)
     u = _uniform((*near.shape, n), generator, near) if jitter else torch.full_like(k, 0.5)
-    t = torch.addcmul(near[..., None], (far - near)[..., None], (k + u) / n) # near + (far - near) (k + u) / n
-    return t.clamp_(near[..., None], far[..., None]) # rounding can step past far
+    t = near[..., None] + (far - near)[..., None] * (k + u) / n
+    return torch.minimum(torch.maximum(t, near[..., None]), far[..., None])
 
 # %% ../nbs/05_render.ipynb #47a37ec0
 @torch.no_grad()
