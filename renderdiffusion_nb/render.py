@@ -184,15 +184,17 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, values=False) # shapes, dtypes, devices: no GPU work
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    fn, fine_samples, planes_copy = _compositor(backend, planes)
+    # Triton: the one channels-last plane copy for both passes comes first, so the GPU copies while the host prepares the rest
+    planes_cl = planes_copy(planes, precision) if fn is not None else None
     checks = []
     bg = _background(background, dims['B'], planes, checks)
-    fn, fine_samples, planes_copy = _compositor(backend, planes)
     if fn is None:
         raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU, before the reference indexes with the values
         composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
     else:
-        planes_cl = planes_copy(planes, precision) # one channels-last copy for the coarse and the fine pass
-        composite = lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg[:, 0].contiguous(), rw, precision, planes_cl)
+        bg_rows = bg[:, 0].contiguous() # (B, 3)
+        composite = lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg_rows, rw, precision, planes_cl)
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
         coarse = composite(t, 'only')['weights'] if n_fine > 0 else None # the coarse pass: its weights only (Triton skips the colour)

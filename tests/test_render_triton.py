@@ -325,3 +325,20 @@ def test_importance_samples_bad_input():
     t, w, near, far = importance_problem(1, 4, 5)
     with pytest.raises(ValueError, match='positive int'): importance_samples_triton(t, w, near, far, 0)
     with pytest.raises(ValueError, match='weights'): importance_samples_triton(t, w[..., :3], near, far, 4)
+
+
+@pytest.mark.parametrize('P,M,K', [(2, 5, 77), (3, 130, 24), (1, 70, 3)])
+def test_transpose_kernel(P, M, K):
+    "The plane gradient's layout copy: (P, M, K) -> (P, K, M) with a dtype change, every element, sizes that fill no tile."
+    import triton
+    from renderdiffusion_nb.render_triton import _transpose, _transpose_kernel
+    dev = 'cuda' if CUDA else 'cpu'
+    x = torch.randn(P, M, K, generator=torch.Generator().manual_seed(P * M * K)).to(dev)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = torch.full((P, K, M), float('nan'), dtype=dtype, device=dev)
+        bm, bk = min(64, triton.next_power_of_2(M)), min(64, triton.next_power_of_2(K))
+        _transpose_kernel[(triton.cdiv(M, bm) * triton.cdiv(K, bk), P)](x, out, M, K, BLOCK_M=bm, BLOCK_K=bk)
+        want = x.transpose(1, 2)
+        if dtype == torch.float32 or CUDA: assert torch.equal(out, want.to(dtype))
+        else: assert ((out.float() - want).abs() <= want.abs() * 2 ** -7).all() # the interpreter rounds to bf16 toward zero
+        assert torch.equal(_transpose(x, dtype), want.to(dtype))
