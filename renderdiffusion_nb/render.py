@@ -110,9 +110,8 @@ def stratified_samples(near:torch.Tensor, # (B, N) start of each ray's interval
     if not isinstance(n, int) or n < 1: raise ValueError(f"the number of samples must be a positive int, got {n!r}")
     k = torch.arange(n, dtype=near.dtype, device=near.device)
     u = _uniform((*near.shape, n), generator, near) if jitter else torch.full_like(k, 0.5)
-    # near + (far - near)(k + u) / n, clamped (rounding can step past far): the same numbers in three passes over (B, N, n), not five
-    t = torch.addcdiv(near[..., None], (far - near)[..., None] * (k + u), torch.full((), float(n), dtype=near.dtype, device=near.device))
-    return t.clamp_(near[..., None], far[..., None])
+    t = near[..., None] + (far - near)[..., None] * (k + u) / n
+    return torch.minimum(torch.maximum(t, near[..., None]), far[..., None])
 
 # %% ../nbs/05_render.ipynb #47a37ec0
 @torch.no_grad()
