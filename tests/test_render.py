@@ -309,3 +309,14 @@ def test_cuda_matches_cpu():
     for k in ('rgb', 'opacity'): torch.testing.assert_close(gpu[k].cpu(), cpu[k], atol=1e-4, rtol=1e-4)
     solid = cpu['opacity'] > 0.5 # on near-empty rays the normalised depth amplifies rounding
     torch.testing.assert_close(gpu['depth'].cpu()[solid], cpu['depth'][solid], atol=1e-3, rtol=1e-4)
+
+
+def test_stratified_samples_are_the_formula():
+    "stratified_samples computes exactly near + (far - near) (k + u) / n, clamped to [near, far], in both modes."
+    g = torch.Generator().manual_seed(3)
+    near = torch.rand(3, 50, generator=g) * 2; far = near + torch.rand(3, 50, generator=g) * 3
+    for n, jitter in ((64, False), (64, True), (5, True)):
+        got = stratified_samples(near, far, n, jitter, torch.Generator().manual_seed(4))
+        u = torch.rand(3, 50, n, generator=torch.Generator().manual_seed(4)) if jitter else torch.full((n,), 0.5)
+        want = near[..., None] + (far - near)[..., None] * (torch.arange(n, dtype=near.dtype) + u) / n
+        assert torch.equal(got, torch.minimum(torch.maximum(want, near[..., None]), far[..., None])), (n, jitter)
