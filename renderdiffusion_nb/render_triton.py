@@ -99,11 +99,17 @@ def _plane_scatter(plane, u, v, g, offs_c, m2, R, C):
 
 # %% ../nbs/06_render_triton.ipynb #da1d5421
 @triton.jit
+def _round_bf16(x):
+    "fp32 x rounded to the nearest bf16 (ties to even), as fp32: the GPU's conversion; the interpreter's .to(tl.bfloat16) truncates."
+    bits = x.to(tl.uint32, bitcast=True)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+
+@triton.jit
 def _mm(a, b, PREC: tl.constexpr):
     "a @ b on the tensor cores: 'bf16' rounds both operands to bf16 and accumulates in fp32; otherwise fp32 operands in `PREC`."
     if PREC == 'bf16': return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     elif PREC == 'bf16_interpret': # the interpreter has no bf16 product: the same rounding, then an fp32 product
-        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision='ieee')
+        return tl.dot(_round_bf16(a), _round_bf16(b), input_precision='ieee')
     else: return tl.dot(a, b, input_precision=PREC)
 
 @triton.jit
