@@ -78,7 +78,8 @@ def test_interpreter_matches_reference(kw):
 # precision='bf16' rounds the plane copy and both operands of every decoder product to bf16 (8 significant bits, unit
 # roundoff u = 2**-9 = 2e-3) and keeps sums, compositing and gradient accumulation in fp32. Relative to the largest
 # element, outputs and gradients measured within 4.3e-3 of float64 on an H100 (1000 rays x 97 samples, C = 24) and
-# within 2.1e-2 on these tiny, large-weight interpreter problems: BF16_TOL = 3e-2 is about 15 u. A bug (a wrong corner,
+# within 1.4e-2 on these tiny, large-weight interpreter problems (rounding to nearest, as the GPU does; 2.1e-2 when the
+# interpreter path truncated): BF16_TOL = 3e-2 is about 15 u. A bug (a wrong corner,
 # a lost gradient term) shows as an error of order one; and bf16 must be measurably less exact than fp32 (> 1e-4),
 # or it did not run.
 BF16_TOL = 3e-2
