@@ -155,15 +155,15 @@ def importance_samples(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near
     return torch.sort(torch.cat([t, sample_pdf(bounds, weights, n, jitter, generator)], -1), -1).values
 
 # %% ../nbs/05_render.ipynb #2870c04b
-def _compositor(backend, planes):
-    "The compositing and fine-sampling functions for `backend` ('auto', 'torch' or 'triton'), and the Triton planes copy; None for the reference compositing."
+def _triton_path(backend, planes):
+    "`render_rays`' Triton path (page 06) for `backend` ('auto', 'torch' or 'triton'); None: the reference."
     if backend not in ('auto', 'torch', 'triton'): raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None, importance_samples, None
-    try: from .render_triton import _planes_copy, _render_samples_triton, importance_samples_triton
+    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None
+    try: from .render_triton import _render_rays_triton
     except ImportError as e:
-        if backend == 'auto': return None, importance_samples, None
+        if backend == 'auto': return None
         raise ImportError(f"backend='triton' needs triton and renderdiffusion_nb.render_triton, which failed to import: {e}") from e
-    return _render_samples_triton, importance_samples_triton, _planes_copy
+    return _render_rays_triton
 
 def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 decoder, # `TriplaneDecoder`: features (..., C) -> sigma (...), rgb (..., 3)
@@ -182,29 +182,20 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
     "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, values=False) # shapes, dtypes, devices: no GPU work
+    if not isinstance(n_coarse, int) or isinstance(n_coarse, bool) or n_coarse < 1: raise ValueError(f"n_coarse must be a positive int, got {n_coarse!r}")
     if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    fn, fine_samples, planes_copy = _compositor(backend, planes)
-    # Triton: the one channels-last plane copy for both passes comes first, so the GPU copies while the host prepares the rest
-    planes_cl = planes_copy(planes, precision) if fn is not None else None
+    fused = _triton_path(backend, planes)
+    if fused is not None: # the same steps as below in Triton kernels, queued without waiting for the GPU (page 06)
+        return fused(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision)
     checks = []
     bg = _background(background, dims['B'], planes, checks)
-    if fn is None:
-        raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU, before the reference indexes with the values
-        composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
-    else:
-        bg_rows = bg[:, 0].contiguous() # (B, 3)
-        composite = lambda t, rw: fn(planes, decoder, rays_o, rays_d, t, near, far, bg_rows, rw, precision, planes_cl)
+    raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU, before indexing with the values
+    composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
-        coarse = composite(t, 'only')['weights'] if n_fine > 0 else None # the coarse pass: its weights only (Triton skips the colour)
-        # The Triton kernels read and write only inside the planes and the outputs whatever the values, so with them the
-        # value checks are queued behind the coarse pass and read back without waiting; the wait at the end is for them,
-        # not for the fine pass, which may still be running when this returns (the caller can queue its backward meanwhile).
-        if fn is not None: finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
-        if n_fine > 0: t = fine_samples(t, coarse, near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
+        if n_fine > 0: t = importance_samples(t, composite(t, True)['weights'], near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
     out = composite(t, return_weights)
-    if fn is not None: finish()
     if return_weights: out['t'] = t
     return out
 

@@ -4,16 +4,18 @@
 
 # %% ../nbs/06_render_triton.ipynb #9f1b8b81
 from __future__ import annotations
+import contextlib
 import os
 
+import numpy as np
 import torch
 if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1') # Triton's interpreter on CPU-only machines
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import libdevice # the GPU's approximate log2 (the interpreter takes tl.log)
+from triton.language.extra.cuda import libdevice # the GPU's fast log2 and exp, and a product never fused into an fma
 
-from .core import check_tensor
-from .render import _uniform
+from .core import check_tensor, start_checks
+from .render import _background, _uniform, _value_checks, stratified_samples
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'render_cost', 'render_samples_triton', 'importance_samples_triton']
@@ -151,11 +153,25 @@ def _load_block(planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R,
     return img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far
 
 @triton.jit
-def _sample_step(plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far, tau_sum,
+def _depth(t_row, u_row, s, near, far, n, inv_n, STRAT: tl.constexpr, FAST: tl.constexpr):
+    """Depth s of every ray in the block: read from its row (STRAT=0), or made here as `stratified_samples` makes it, from
+    near and far at the bin midpoints (STRAT=1) or at the uniform draws in u_row (STRAT=2), bit for bit."""
+    if STRAT == 0: return tl.load(t_row + s)
+    else:
+        if STRAT == 1: ku = s + 0.5
+        else: ku = s + tl.load(u_row + s)
+        x = (far - near) * ku
+        # torch divides by a Python number on the GPU as a product with its fp32 reciprocal (on the CPU it divides);
+        # mul_rn is that product, and it is never fused with the next addition into an fma
+        if FAST: x = libdevice.mul_rn(x, inv_n)
+        else: x = x / n
+        return tl.minimum(tl.maximum(near + x, near), far)
+
+@triton.jit
+def _sample_step(plane, ox, oy, oz, dx, dy, dz, t_next, s, S, t_cur, b_prev, far, tau_sum,
                  offs_c, offs_o, mc, W1t, b1, W2t, b2, R, C, shift,
                  PREC: tl.constexpr, EVEN_C: tl.constexpr, FAST: tl.constexpr):
-    "Sample s of every ray in the block, as both kernels take it: the next depth and the bin, the decoder, sigma, colour and w_s."
-    t_next = tl.load(t_row + tl.minimum(s + 1, S - 1)) # t_row: the rays' depths; the last sample reads itself, its bin ends at far
+    "Sample s of every ray in the block, as both kernels take it: the bin (t_next: the next depth; the last sample's bin ends at far), the decoder, sigma, colour and w_s."
     b_cur = tl.where(s + 1 < S, 0.5 * (t_cur + t_next), far)
     delta = b_cur - b_prev
     px, py, pz, inside, f, hpre, h, out = _decode(plane, ox, oy, oz, dx, dy, dz, t_cur, offs_c, mc, W1t, b1, W2t, b2, R, C, PREC, EVEN_C, FAST)
@@ -164,30 +180,34 @@ def _sample_step(plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far,
     col = _sigmoid(out, FAST) # columns 1..3 are the colour
     tau = sigma * delta
     w = _exp(-tau_sum, FAST) * (1.0 - _exp(-tau, FAST))
-    return t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum + tau
+    return b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum + tau
 
 # %% ../nbs/06_render_triton.ipynb #91ab1b3c
 @triton.jit
 def _render_fwd_kernel(
-    planes, W1, b1, W2, b2, rays_o, rays_d, t_ptr, near_ptr, far_ptr, bg_ptr, # inputs
+    planes, W1, b1, W2, b2, rays_o, rays_d, t_ptr, u_ptr, near_ptr, far_ptr, bg_ptr, # inputs (t_ptr: an output when STRAT)
     rgb_ptr, depth_ptr, opacity_ptr, w_ptr, # outputs
-    N, S, R, C, H, shift, # sizes and the density shift
+    N, S, R, C, H, shift, inv_S, # sizes, the density shift, fp32(1 / S)
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr, STORE_W: tl.constexpr, PREC: tl.constexpr,
     EVEN_C: tl.constexpr, FAST: tl.constexpr, COLOR: tl.constexpr, # COLOR=False: the weights only (the coarse pass)
+    STRAT: tl.constexpr, # 0: read the depths; 1, 2: make stratified ones (midpoints, or at u) and write them to t_ptr
 ):
     img, mr, r64, plane, offs_c, mc, offs_h, mh, offs_o, W1t, b1v, W2t, b2v, ox, oy, oz, dx, dy, dz, near, far = _load_block(
         planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H, BLOCK_R, C_PAD, H_PAD, PREC)
     t_row = t_ptr + r64 * S # row pointers, once per program
+    u_row = u_ptr + r64 * S
     w_row = w_ptr + r64 * S
-    t_cur = tl.load(t_row)
+    t_cur = _depth(t_row, u_row, 0, near, far, S, inv_S, STRAT, FAST)
     b_prev = near
     tau_sum = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc_c = tl.zeros([BLOCK_R, 16], dtype=tl.float32) # columns 1..3 hold the colour sum
     acc_t = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc_w = tl.zeros([BLOCK_R], dtype=tl.float32)
     for s in range(0, S):
-        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
-            plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far, tau_sum,
+        t_next = _depth(t_row, u_row, tl.minimum(s + 1, S - 1), near, far, S, inv_S, STRAT, FAST) # one step ahead
+        if STRAT: tl.store(t_row + s, t_cur, mask=mr)
+        b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
+            plane, ox, oy, oz, dx, dy, dz, t_next, s, S, t_cur, b_prev, far, tau_sum,
             offs_c, offs_o, mc, W1t, b1v, W2t, b2v, R, C, shift, PREC, EVEN_C, FAST)
         if COLOR:
             acc_c += w[:, None] * col
@@ -246,8 +266,9 @@ def _render_bwd_kernel(
     gW2t = tl.zeros([H_PAD, 16], dtype=tl.float32)
     gb2 = tl.zeros([16], dtype=tl.float32)
     for s in range(0, S):
-        t_next, b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
-            plane, ox, oy, oz, dx, dy, dz, t_row, s, S, t_cur, b_prev, far, tau_sum,
+        t_next = tl.load(t_row + tl.minimum(s + 1, S - 1))
+        b_cur, delta, px, py, pz, inside, f, hpre, h, o_sigma, col, w, tau_sum = _sample_step(
+            plane, ox, oy, oz, dx, dy, dz, t_next, s, S, t_cur, b_prev, far, tau_sum,
             offs_c, offs_o, mc, W1t, b1v, W2t, b2v, R, C, shift, PREC, EVEN_C, FAST)
         e = tl.sum(g_rgb * col, axis=1) + a_t * t_cur + a_0 # dL/dw_i
         if HAS_GW:
@@ -319,10 +340,14 @@ def _planes_copy(planes:torch.Tensor, precision:str='fp32') -> torch.Tensor:
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
     B, _, C, R, _ = planes.shape # one kernel converts and transposes
+    # PyTorch's strided copy, not `_transpose`: the tiled kernel copies faster (0.07 against 0.21 ms, training configuration, bf16,
+    # H200), but the render step is slower with it (4.85 against 4.68 ms): at this point the GPU waits for the host, and a Triton
+    # launch costs the host more than PyTorch's
     return torch.empty((B, 3, R, R, C), dtype=dtype, device=planes.device).copy_(planes.detach().permute(0, 1, 3, 4, 2))
 
-def _fwd_launch(planes_cl, dec, rays, N, S, shift, store_w, color, cfg):
-    "Run the forward kernel on fp32 decoder weights and rays: (rgb, depth, opacity, weights), NaN-poisoned first; unused outputs are None."
+def _fwd_launch(planes_cl, dec, rays, N, S, shift, store_w, color, cfg, strat=0, u=None):
+    """Run the forward kernel on fp32 decoder weights and rays: (rgb, depth, opacity, weights), NaN-poisoned first; unused outputs are None.
+    strat=1 or 2: rays' t is written, with stratified depths (2: at the uniform draws u, (B, N, S))."""
     B, _, R, _, C = planes_cl.shape
     H = dec[0].shape[0]
     block_r, num_warps, _, _, prec = cfg
@@ -331,9 +356,10 @@ def _fwd_launch(planes_cl, dec, rays, N, S, shift, store_w, color, cfg):
     weights = nan(B, N, S) if store_w else None
     some = next(x for x in (rgb, weights) if x is not None) # a placeholder for outputs the kernel does not write
     _render_fwd_kernel[(triton.cdiv(N, block_r), B)]( # programs: blocks of one image's rays x images
-        planes_cl, *dec, *rays, *(x if x is not None else some for x in (rgb, depth, opacity, weights)), N, S, R, C, H, shift,
+        planes_cl, *dec, *rays[:3], u if u is not None else rays[2], *rays[3:], *(x if x is not None else some for x in (rgb, depth, opacity, weights)),
+        N, S, R, C, H, shift, float(np.float32(1) / np.float32(S)), # torch's fp32 reciprocal of S
         BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(H), STORE_W=store_w, PREC=prec, EVEN_C=C == _pad(C), FAST=planes_cl.is_cuda,
-        COLOR=color, num_warps=num_warps, num_stages=1)
+        COLOR=color, STRAT=strat, num_warps=num_warps, num_stages=1)
     return rgb, depth, opacity, weights
 
 def _f32(x): return x.detach().to(torch.float32).contiguous()
@@ -385,25 +411,15 @@ class _RenderSamples(torch.autograd.Function):
         return (g_planes, *[g.to(w_dtype) if need_dec else None for g in g_dec]) + (None,) * 10
 
 # %% ../nbs/06_render_triton.ipynb #038afc0d
-def _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background):
-    "Validate the renderer's inputs; return the background as a (B, 3) fp32 tensor."
-    dims = check_tensor(planes, 'planes', ('B', 3, 'C', 'R', 'R'), floating=True)
+def _check_kernel_inputs(planes, decoder, dims, **inputs):
+    "What the kernels need beyond shapes: a `TriplaneDecoder`, sizes inside their limits, the planes' device, no gradient on `inputs`."
     for name in ('fc1', 'fc2', 'density_shift'):
         if not hasattr(decoder, name): raise TypeError(f"decoder must be a TriplaneDecoder (fc1, fc2, density_shift), got {type(decoder).__name__} without {name!r}")
     if decoder.fc1.in_features != dims['C'] or decoder.fc2.out_features != 4 or decoder.fc1.bias is None or decoder.fc2.bias is None:
         raise ValueError(f"decoder must map C={dims['C']} features through fc1 (with bias) and fc2 to 4 outputs, got fc1 {decoder.fc1} and fc2 {decoder.fc2}")
-    check_tensor(rays_o, 'rays_o', ('B', 'N', 3), dims=dims, floating=True)
-    check_tensor(rays_d, 'rays_d', ('B', 'N', 3), dims=dims, floating=True)
-    check_tensor(t, 't', ('B', 'N', 'S'), dims=dims, floating=True)
-    check_tensor(near, 'near', ('B', 'N'), dims=dims, floating=True)
-    check_tensor(far, 'far', ('B', 'N'), dims=dims, floating=True)
-    if dims['S'] < 1: raise ValueError(f"t must hold at least one sample per ray, got shape {tuple(t.shape)}")
     if 3 * dims['R'] ** 2 * dims['C'] >= 2 ** 31: raise ValueError(f"one image's planes must hold fewer than 2**31 values (the kernels' offsets are int32), got 3 x {dims['R']}^2 x {dims['C']}")
     if dims['B'] > 65535: raise ValueError(f"render_samples_triton renders at most 65535 images per call (one grid axis per image), got B={dims['B']}; split the batch")
-    bg = torch.full((), float(background), device=planes.device) if isinstance(background, (int, float)) and not isinstance(background, bool) \
-        else torch.as_tensor(background, dtype=torch.float32, device=planes.device) # a number: no host-to-device copy
-    if bg.shape not in ((), (3,), (1, 3), (dims['B'], 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({dims['B']}, 3), got shape {tuple(bg.shape)}")
-    for name, x in (('rays_o', rays_o), ('rays_d', rays_d), ('t', t), ('near', near), ('far', far), ('background', background)):
+    for name, x in inputs.items():
         if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
             raise ValueError(f"render_samples_triton differentiates planes and decoder only, but {name} requires grad; pass {name}.detach()")
         if isinstance(x, torch.Tensor) and x.device != planes.device: raise ValueError(f"{name} is on {x.device} but planes are on {planes.device}")
@@ -412,6 +428,20 @@ def _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background):
     if planes.device.type == 'cpu' and torch.cuda.is_available():
         raise RuntimeError("render_samples_triton runs on CUDA tensors (the CPU interpreter is used only on machines without a GPU); move the inputs to cuda or use render_samples")
     if planes.device.type not in ('cpu', 'cuda'): raise RuntimeError(f"render_samples_triton needs CUDA (or CPU) tensors, got {planes.device}")
+
+def _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background):
+    "Validate the renderer's inputs; return the background as a (B, 3) fp32 tensor."
+    dims = check_tensor(planes, 'planes', ('B', 3, 'C', 'R', 'R'), floating=True)
+    check_tensor(rays_o, 'rays_o', ('B', 'N', 3), dims=dims, floating=True)
+    check_tensor(rays_d, 'rays_d', ('B', 'N', 3), dims=dims, floating=True)
+    check_tensor(t, 't', ('B', 'N', 'S'), dims=dims, floating=True)
+    check_tensor(near, 'near', ('B', 'N'), dims=dims, floating=True)
+    check_tensor(far, 'far', ('B', 'N'), dims=dims, floating=True)
+    if dims['S'] < 1: raise ValueError(f"t must hold at least one sample per ray, got shape {tuple(t.shape)}")
+    bg = torch.full((), float(background), device=planes.device) if isinstance(background, (int, float)) and not isinstance(background, bool) \
+        else torch.as_tensor(background, dtype=torch.float32, device=planes.device) # a number: no host-to-device copy
+    if bg.shape not in ((), (3,), (1, 3), (dims['B'], 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({dims['B']}, 3), got shape {tuple(bg.shape)}")
+    _check_kernel_inputs(planes, decoder, dims, rays_o=rays_o, rays_d=rays_d, t=t, near=near, far=far, background=background)
     return (bg.expand(3) if bg.ndim == 0 else bg).reshape(-1, 3).expand(dims['B'], 3)
 
 # %% ../nbs/06_render_triton.ipynb #6d3c5cf0
@@ -427,22 +457,13 @@ def render_samples_triton(planes:torch.Tensor, # (B, 3, C, R, R) feature planes 
                           precision:str='fp32', # 'fp32': fp32-accurate products; 'bf16': bf16 plane reads and decoder products (fp32 sums)
                          ) -> dict: # 'rgb' (B, N, 3), 'depth' (B, N), 'opacity' (B, N), ['weights' (B, N, S)]
     "`render_samples` as fused Triton kernels: same inputs, outputs and gradients (to planes and decoder), no per-sample tensors."
-    return _render_samples_triton(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights, precision)
-
-def _render_samples_triton(planes, decoder, rays_o, rays_d, t, near, far, background, return_weights, precision, planes_cl=None):
-    """`render_samples_triton`, optionally with the planes' channels-last copy made by the caller (`render_rays` shares one between its passes).
-    return_weights='only' returns just {'weights'}, without gradient and without computing colour: `render_rays`' coarse pass."""
     bg = _check_inputs(planes, decoder, rays_o, rays_d, t, near, far, background)
-    cfg = _launch_config(planes.device, t.shape[1], precision)
-    if isinstance(return_weights, str):
-        if return_weights != 'only': raise ValueError(f"return_weights must be a bool or 'only', got {return_weights!r}")
-        if planes_cl is None: planes_cl = _planes_copy(planes, precision)
-        dec = [_f32(x) for x in (decoder.fc1.weight, decoder.fc1.bias, decoder.fc2.weight, decoder.fc2.bias)]
-        rays = [_f32(x) for x in (rays_o, rays_d, t, near, far, bg)]
-        weights = _fwd_launch(planes_cl, dec, rays, t.shape[1], t.shape[2], float(decoder.density_shift), True, False, cfg)[3]
-        return dict(weights=weights.to(t.dtype))
+    return _apply(planes, decoder, rays_o, rays_d, t, near, far, bg, bool(return_weights), _launch_config(planes.device, t.shape[1], precision))
+
+def _apply(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights, cfg, planes_cl=None):
+    "The autograd Function on checked inputs (bg: (B, 3)), its outputs in the dtype of t; `planes_cl`: the channels-last copy, if made already."
     outs = _RenderSamples.apply(planes, decoder.fc1.weight, decoder.fc1.bias, decoder.fc2.weight, decoder.fc2.bias,
-                                rays_o, rays_d, t, near, far, bg, float(decoder.density_shift), bool(return_weights), cfg, planes_cl)
+                                rays_o, rays_d, t, near, far, bg, float(decoder.density_shift), return_weights, cfg, planes_cl)
     res = dict(rgb=outs[0], depth=outs[1], opacity=outs[2])
     if return_weights: res['weights'] = outs[3]
     return {k: v.to(t.dtype) for k, v in res.items()}
@@ -460,37 +481,38 @@ def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays,
     tc = tc_ptr + r64 * S; wr = w_ptr + r64 * S; out = out_ptr + r64 * (S + F) # row pointers, computed once
     offs_f = tl.arange(0, F_PAD); mf = offs_f < F
     near = tl.load(near_ptr + r64); far = tl.load(far_ptr + r64)
-    if JITTER: r = tl.load(r_ptr + r64[:, None] * F + offs_f[None, :], mask=mf[None, :], other=0.5)
-    else: r = tl.full([BLOCK_R, F_PAD], 0.5, tl.float32)
-    u = (offs_f[None, :].to(tl.float32) + r) / F # (BLOCK_R, F_PAD) in [0, 1)
+    # tiles are (F_PAD, BLOCK_R): rays along the fast axis, so a thread holds whole columns (one ray's fine samples) and
+    # sums, scans and broadcasts along a ray stay inside it (on the GPU, one warp of 32 rays per program)
+    if JITTER: r = tl.load(r_ptr + r64[None, :] * F + offs_f[:, None], mask=mf[:, None], other=0.5)
+    else: r = tl.full([F_PAD, BLOCK_R], 0.5, tl.float32)
+    u = (offs_f[:, None].to(tl.float32) + r) / F # (F_PAD, BLOCK_R) in [0, 1)
     total = tl.zeros([BLOCK_R], dtype=tl.float32) # 1. the total weight, a tile of S_CHUNK bins at a time
     offs_s = tl.arange(0, S_CHUNK)
     for s0 in range(0, S, S_CHUNK):
         ms = (s0 + offs_s) < S
-        wc = tl.load(wr[:, None] + s0 + offs_s[None, :], mask=ms[None, :], other=0.)
-        total += tl.sum(tl.where(ms[None, :], tl.maximum(wc, 0.) + 1e-5, 0.), axis=1)
+        wc = tl.load(wr[None, :] + s0 + offs_s[:, None], mask=ms[:, None], other=0.)
+        total += tl.sum(tl.where(ms[:, None], tl.maximum(wc, 0.) + 1e-5, 0.), axis=0)
     c_lo = tl.zeros([BLOCK_R], dtype=tl.float32) # 2. the inverse CDF: F(b_j), b_j and t_j walk along the bins
     b_lo = near
     t_j = tl.load(tc)
-    tf = tl.zeros([BLOCK_R, F_PAD], dtype=tl.float32)
+    tf = tl.zeros([F_PAD, BLOCK_R], dtype=tl.float32)
     for j in range(0, S):
         t_n = tl.load(tc + tl.minimum(j + 1, S - 1))
         b_hi = tl.where(j + 1 < S, 0.5 * (t_j + t_n), far)
         w_j = tl.maximum(tl.load(wr + j), 0.) + 1e-5
         c_hi = tl.where(j + 1 < S, c_lo + w_j / total, 1.0)
         inv = 1.0 / tl.maximum(c_hi - c_lo, 1e-12)
-        frac = tl.minimum(tl.maximum((u - c_lo[:, None]) * inv[:, None], 0.), 1.)
-        tf = tl.where(u >= c_lo[:, None], b_lo[:, None] + frac * (b_hi - b_lo)[:, None], tf)
+        frac = tl.minimum(tl.maximum((u - c_lo[None, :]) * inv[None, :], 0.), 1.)
+        tf = tl.where(u >= c_lo[None, :], b_lo[None, :] + frac * (b_hi - b_lo)[None, :], tf)
         c_lo = c_hi; b_lo = b_hi; t_j = t_n
-    tf = tl.associative_scan(tf, 1, _running_max) # non-decreasing along each ray despite rounding
-    cnt = tl.zeros([BLOCK_R, F_PAD], dtype=tl.int32) # 3. the merge by rank
+    tf = tl.associative_scan(tf, 0, _running_max) # non-decreasing along each ray despite rounding
+    cnt = tl.zeros([F_PAD, BLOCK_R], dtype=tl.int32) # 3. the merge by rank
     for j in range(0, S):
         t_j = tl.load(tc + j)
-        after = ((t_j[:, None] < tf) & mf[None, :]).to(tl.int32) # fine samples after coarse sample j
+        after = ((t_j[None, :] < tf) & mf[:, None]).to(tl.int32) # fine samples after coarse sample j
         cnt += after
-        tl.store(out + j + (F - tl.sum(after, axis=1)), t_j, mask=mr) # j + #{i: t^f_i <= t^c_j}
-    tl.store(out[:, None] + offs_f[None, :] + cnt, tf, mask=mr[:, None] & mf[None, :])
-
+        tl.store(out + j + (F - tl.sum(after, axis=0)), t_j, mask=mr) # j + #{i: t^f_i <= t^c_j}
+    tl.store(out[None, :] + offs_f[:, None] + cnt, tf, mask=mr[None, :] & mf[:, None])
 
 # %% ../nbs/06_render_triton.ipynb #e562cf8b
 @torch.no_grad()
@@ -512,10 +534,57 @@ def importance_samples_triton(t:torch.Tensor, # (B, N, S) sorted coarse depths i
         if x.device != t.device: raise ValueError(f"{name} is on {x.device} but t is on {t.device}")
     if t.device.type == 'cpu' and torch.cuda.is_available():
         raise RuntimeError("importance_samples_triton runs on CUDA tensors (the CPU interpreter is used only on machines without a GPU); move the inputs to cuda or use importance_samples")
+    return _importance(t, weights, near, far, n, jitter, generator)
+
+def _importance(t, weights, near, far, n, jitter, generator):
+    "`importance_samples_triton` on checked inputs."
     B, N, S = t.shape
     r = _f32(_uniform((B, N, n), generator, weights)) if jitter else None # the same draw as sample_pdf's
     out = torch.full((B, N, S + n), float('nan'), device=t.device) # poisoned: every slot is written once
-    block = 32 if t.device.type == 'cuda' else min(256, _pad(B * N))
+    block, warps = (32, 1) if t.device.type == 'cuda' else (min(256, _pad(B * N)), 1) # one warp of 32 rays: the fastest in a sweep (H200)
     _importance_kernel[(triton.cdiv(B * N, block),)](_f32(t), _f32(weights), _f32(near), _f32(far), r if jitter else out, out,
-                                                     B * N, S, n, BLOCK_R=block, S_CHUNK=min(64, _pad(S)), F_PAD=_pad(n), JITTER=jitter, num_warps=4)
+                                                     B * N, S, n, BLOCK_R=block, S_CHUNK=min(64, _pad(S)), F_PAD=_pad(n), JITTER=jitter, num_warps=warps)
     return out.to(t.dtype)
+
+# %% ../nbs/06_render_triton.ipynb #6c1a0b2f
+_SIDE = {} # one side stream per CUDA device
+
+@contextlib.contextmanager
+def _side_stream(*tensors):
+    """Run the block on a second stream of high priority that first waits for the current one, and keep `tensors` alive
+    for it; no-op on the CPU. High priority: its small kernels start as soon as they may, between the blocks of a long
+    kernel on the current stream, instead of after its last block (the host would then wait for the whole fine pass)."""
+    if not tensors[0].is_cuda: yield; return
+    main = torch.cuda.current_stream(tensors[0].device)
+    side = _SIDE.get(tensors[0].device)
+    if side is None: side = _SIDE[tensors[0].device] = torch.cuda.Stream(tensors[0].device, priority=-1) # -1: high
+    side.wait_stream(main)
+    for x in tensors: x.record_stream(side) # freed memory is not reused before the side stream's work is done
+    with torch.cuda.stream(side): yield
+
+def _render_rays_triton(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision):
+    "`render_rays` (page 05) with the kernels of this page, on inputs whose shapes, dtypes and devices it has checked."
+    B, N = near.shape
+    dims = dict(B=B, C=planes.shape[2], R=planes.shape[3])
+    _check_kernel_inputs(planes, decoder, dims, rays_o=rays_o, rays_d=rays_d, near=near, far=far, background=background)
+    cfg = _launch_config(planes.device, N, precision)
+    planes_cl = _planes_copy(planes, precision) # first: the GPU copies while the host prepares the coarse pass
+    if n_fine > 0: # the coarse pass: its depths made in the kernel, its weights only (no colour, no gradient)
+        u = _f32(_uniform((B, N, n_coarse), generator, near)) if jitter else None # stratified_samples' draw
+        t = torch.empty((B, N, n_coarse), device=planes.device)
+        dec = [_f32(x) for x in (decoder.fc1.weight, decoder.fc1.bias, decoder.fc2.weight, decoder.fc2.bias)]
+        rays = [_f32(x) for x in (rays_o, rays_d)] + [t] + [_f32(x) for x in (near, far)] + [t] # (no background)
+        weights = _fwd_launch(planes_cl, dec, rays, N, n_coarse, float(decoder.density_shift), True, False, cfg, 2 if jitter else 1, u)[3]
+    else:
+        with torch.no_grad(): t = stratified_samples(near, far, n_coarse, jitter, generator)
+    checks = []
+    bg = _background(background, B, planes, checks)[:, 0] # (B, 3)
+    # The checks of values run on a second stream behind the coarse pass, beside the importance kernel and the fine pass, and
+    # are read back (and raised) at the end without waiting for the fine pass. Their inputs stay allocated until then.
+    with _side_stream(planes, rays_o, rays_d, near, far, bg):
+        finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
+    if n_fine > 0: t = _importance(t, weights, near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
+    out = _apply(planes, decoder, rays_o, rays_d, t, near, far, _f32(bg), return_weights, cfg, planes_cl)
+    finish()
+    if return_weights: out['t'] = t
+    return {k: v.to(planes.dtype) for k, v in out.items()} # the reference's dtype (the kernels compute in fp32)

@@ -63,8 +63,11 @@ def compare(planes, dec, rays_o, rays_d, t, near, far, bg, return_weights=True, 
     return (_errors(functools.partial(render_samples_triton, precision=precision), planes, dec, args, ref, dirs, torch.float32, **kw),
             _errors(reference, planes, dec, args, ref, dirs, torch.float32, **kw))
 
-def assert_close(errs, floor=2e-5, factor=4):
-    "Each Triton error is under `floor` or within `factor` times the float32 reference's own error."
+def assert_close(errs, floor=2e-5, factor=8):
+    """Each Triton error is under `floor` or within `factor` times the float32 reference's own error.
+    The backward forms each sample's suffix sum of dL/dw_j w_j as the ray's total minus a running prefix (one pass, nothing
+    stored per sample), so where a decoder gradient cancels (a sum over all samples far smaller than its terms) that
+    difference's rounding shows: up to about 5x torch's own error on these problems (fc2.bias, 1.5e-4 against 3.2e-5)."""
     ours, theirs = errs
     bad = {k: (ours[k], theirs[k]) for k in ours if ours[k] > max(floor, factor * theirs[k])}
     assert not bad, f'(triton, torch fp32) relative errors against float64: {bad}'
@@ -343,3 +346,47 @@ def test_transpose_kernel(P, M, K):
         if dtype == torch.float32 or CUDA: assert torch.equal(out, want.to(dtype))
         else: assert ((out.float() - want).abs() <= want.abs() * 2 ** -7).all() # the interpreter rounds to bf16 toward zero
         assert torch.equal(_transpose(x, dtype), want.to(dtype))
+
+
+DEV = 'cuda' if CUDA else 'cpu'
+
+@pytest.mark.parametrize('n,jitter', [(7, False), (7, True), (97, True), (64, False)])
+def test_coarse_kernel_makes_stratified_depths_bit_for_bit(n, jitter):
+    "The coarse kernel's own depths (STRAT) are stratified_samples' numbers exactly, with the same uniform draws (GPU: torch's fp32 reciprocal)."
+    from renderdiffusion_nb import render_triton as rt
+    from renderdiffusion_nb.render import stratified_samples
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=37, device=DEV)
+    near = near * torch.linspace(0.3, 1.7, 37, device=DEV) # bounds that make every rounding step count
+    g = lambda: torch.Generator(DEV).manual_seed(4)
+    want = stratified_samples(near, far, n, jitter, g())
+    u = torch.rand(2, 37, n, generator=g(), device=DEV) if jitter else None
+    got = torch.full((2, 37, n), float('nan'), device=DEV)
+    dec32 = [rt._f32(x) for x in (dec.fc1.weight, dec.fc1.bias, dec.fc2.weight, dec.fc2.bias)]
+    w = rt._fwd_launch(rt._planes_copy(planes), dec32, [rays_o, rays_d, got, near, far, got], 37, n, float(dec.density_shift), True, False,
+                       rt._launch_config(planes.device, 37), 2 if jitter else 1, u)[3]
+    assert torch.equal(got, want), (got - want).abs().max()
+    ref = reference(planes, dec, rays_o, rays_d, want, near, far, bg, return_weights=True)['weights'] # and the weights at those depths
+    assert (w - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('n_fine,jitter,precision', [(0, True, 'fp32'), (5, False, 'fp32'), (5, True, 'fp32'), (6, True, 'bf16')])
+def test_render_rays_triton_matches_reference(n_fine, jitter, precision):
+    "render_rays' Triton path against the reference with the same generator: depths, weights, outputs and gradients (CPU interpreter or GPU)."
+    from renderdiffusion_nb.render import render_rays
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=40, C=6, R=8, hidden=16, seed=3, scale=0.3, device=DEV)
+    outs, grads = {}, {}
+    for backend in ('torch', 'triton'):
+        p, d = planes.clone().requires_grad_(), copy.deepcopy(dec)
+        outs[backend] = render_rays(p, d, rays_o, rays_d, near, far, n_coarse=7, n_fine=n_fine, background=bg, jitter=jitter,
+                                    generator=torch.Generator(DEV).manual_seed(1), return_weights=True, backend=backend, precision=precision)
+        o = outs[backend]
+        (o['rgb'].square().sum() + o['depth'].sum() + o['opacity'].sum()).backward()
+        grads[backend] = [p.grad] + [q.grad for q in d.parameters()]
+    ref, out = outs['torch'], outs['triton']
+    if n_fine == 0: assert torch.equal(out['t'], ref['t']) # the coarse kernel's stratified depths, bit for bit
+    else: # the same draws: the same fine depths up to rounding (bf16: up to the coarse weights' error)
+        assert ((out['t'] - ref['t']).abs() / (far - near)[..., None].clamp_min(1e-6)).max() < (1e-5 if precision == 'fp32' else BF16_TOL)
+    tol = 1e-4 if precision == 'fp32' else BF16_TOL
+    for k in ('rgb', 'opacity', 'weights'): assert (out[k] - ref[k]).abs().max() < tol, k
+    assert ((out['depth'] - ref['depth']).abs() / (far - near).clamp_min(1e-6)).max() < tol
+    for a, b in zip(grads['triton'], grads['torch']): assert ((a - b).abs().max() / b.abs().max()) < (1e-4 if precision == 'fp32' else 3 * BF16_TOL)
