@@ -237,8 +237,11 @@ def compiled_info():
     return info
 
 
-def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
-    "Fit a random triplane + decoder to images of a sphere with both backends from the same start: the two loss curves."
+def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0, through='samples'):
+    """Fit a random triplane + decoder to images of a sphere with both backends from the same start: the two loss curves.
+    through='samples': the fine pass alone (`render_samples` / `render_samples_triton` at given jittered depths);
+    'rays': whole render steps, `render_rays` with S/2 coarse and S/2 fine samples, jittered by the same generator seeds."""
+    if through not in ('samples', 'rays'): raise ValueError(f"through must be 'samples' or 'rays', got {through!r}")
     from renderdiffusion_nb.triplane import sphere_triplane
     teacher_planes, teacher = sphere_triplane(n_features=8, resolution=64)
     teacher_planes, teacher = teacher_planes.to(device), teacher.to(device)
@@ -258,12 +261,15 @@ def fit(device, steps=300, B=4, px=32, S=48, C=16, R=32, seed=0):
         planes, dec = init_planes.clone().requires_grad_(), copy.deepcopy(init_dec)
         opt = torch.optim.Adam([planes, *dec.parameters()], lr=1e-2)
         curves[backend] = []
-        for rays_o, rays_d, t, near, far, target in batches:
-            loss = F.mse_loss(fn(planes.expand(B, -1, -1, -1, -1), dec, rays_o, rays_d, t, near, far, 1.0)['rgb'], target)
+        for i, (rays_o, rays_d, t, near, far, target) in enumerate(batches):
+            if through == 'samples': out = fn(planes.expand(B, -1, -1, -1, -1), dec, rays_o, rays_d, t, near, far, 1.0)
+            else: out = render_rays(planes.expand(B, -1, -1, -1, -1), dec, rays_o, rays_d, near, far, n_coarse=S // 2, n_fine=S // 2, jitter=True,
+                                    generator=torch.Generator(device).manual_seed(i), **RENDER_KW[backend])
+            loss = F.mse_loss(out['rgb'], target)
             opt.zero_grad(); loss.backward(); opt.step()
             curves[backend].append(loss.item())
     a, b, c = (torch.tensor(curves[k]) for k in ('torch', 'triton', 'triton-bf16'))
-    return dict(steps=steps, curves=curves, max_rel_diff=((a - b).abs() / a).max().item(), max_rel_diff_bf16=((a - c).abs() / a).max().item(),
+    return dict(steps=steps, through=through, curves=curves, max_rel_diff=((a - b).abs() / a).max().item(), max_rel_diff_bf16=((a - c).abs() / a).max().item(),
                 first=(a[0].item(), b[0].item(), c[0].item()), last=(a[-10:].mean().item(), b[-10:].mean().item(), c[-10:].mean().item()))
 
 
@@ -291,7 +297,7 @@ def main():
     ap.add_argument('--json', default=None, help='write all numbers to this JSON file')
     ap.add_argument('--sweep', action='store_true', help='also time launch configurations of the Triton kernels')
     ap.add_argument('--breakdown', action='store_true', help='also time the parts of a render step (coarse pass, fine depths, fine pass) per backend')
-    ap.add_argument('--fit', default=None, help='also run the loss-curve comparison and write it to this JSON file')
+    ap.add_argument('--fit', default=None, help='also run the loss-curve comparisons (fine pass alone, whole render steps) and write them to this JSON file')
     args = ap.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU (Triton interpreter for the triton backend)'
@@ -322,10 +328,11 @@ def main():
         if args.json:
             with open(args.json, 'w') as fh: json.dump(results, fh, indent=1)
     if args.fit:
-        f = fit(device)
+        f = {through: fit(device, through=through) for through in ('samples', 'rays')}
         with open(args.fit, 'w') as fh: json.dump(f, fh)
-        print('fit: max relative difference of the loss curves (triton, triton-bf16 against torch)', f['max_rel_diff'], f['max_rel_diff_bf16'],
-              'first', f['first'], 'last 10 mean', f['last'], flush=True)
+        for through, r in f.items():
+            print(f'fit through {through}: max relative difference of the loss curves (triton, triton-bf16 against torch)', r['max_rel_diff'],
+                  r['max_rel_diff_bf16'], 'first', r['first'], 'last 10 mean', r['last'], flush=True)
     if args.json:
         with open(args.json, 'w') as fh: json.dump(results, fh, indent=1)
     print(f"ceilings measured: copy {ceil['bw'] / 1e12:.2f} TB/s (read + write), fp32 matmul {ceil['fp32'] / 1e12:.1f} TFLOP/s, tf32 {ceil['tf32'] / 1e12:.1f} TFLOP/s")
