@@ -2,8 +2,9 @@
 
     python benchmarks/kernel_sass.py
 
-Compiles the forward (with colour, and weights only), backward and importance kernels at the training launch
-(bf16: 32 rays / 2 warps forward, 16 / 2 backward; C = 32, hidden 64) with the installed Triton, disassembles them
+Compiles the forward (the fine pass with colour; the coarse pass: weights only, its own jittered depths), backward and
+importance kernels at the training launch (bf16: 32 rays / 2 warps forward, 16 / 2 backward, 32 / 1 importance; C = 32,
+hidden 64) with the installed Triton, disassembles them
 with the `nvdisasm` that ships with Triton, and prints registers, stack and the instruction count of each loop body
 (per warp and iteration: one sample step for the render kernels). A proxy for an instruction-bound kernel's cost;
 counts depend on the Triton version.
@@ -53,17 +54,17 @@ def report(name, kernel):
 def main():
     ptr = lambda names, **kw: {n: kw.get(n, '*fp32') for n in names}
     ints = {k: 'i32' for k in ('N', 'S', 'R', 'C', 'H')}
-    fwd = ptr(['planes', 'W1', 'b1', 'W2', 'b2', 'rays_o', 'rays_d', 't_ptr', 'near_ptr', 'far_ptr', 'bg_ptr', 'rgb_ptr',
-               'depth_ptr', 'opacity_ptr', 'w_ptr'], planes='*bf16') | ints | {'shift': 'fp32'}
+    fwd = ptr(['planes', 'W1', 'b1', 'W2', 'b2', 'rays_o', 'rays_d', 't_ptr', 'u_ptr', 'near_ptr', 'far_ptr', 'bg_ptr', 'rgb_ptr',
+               'depth_ptr', 'opacity_ptr', 'w_ptr'], planes='*bf16') | ints | {'shift': 'fp32', 'inv_S': 'fp32'}
     common = dict(BLOCK_R=32, C_PAD=32, H_PAD=64, PREC='bf16', EVEN_C=True, FAST=True)
-    report('forward (fine pass)', compile_kernel(rt._render_fwd_kernel, fwd, common | dict(STORE_W=False, COLOR=True), 2))
-    report('forward (coarse: weights)', compile_kernel(rt._render_fwd_kernel, fwd, common | dict(STORE_W=True, COLOR=False), 2))
+    report('forward (fine pass)', compile_kernel(rt._render_fwd_kernel, fwd, common | dict(STORE_W=False, COLOR=True, STRAT=0), 2))
+    report('forward (coarse, jitter)', compile_kernel(rt._render_fwd_kernel, fwd, common | dict(STORE_W=True, COLOR=False, STRAT=2), 2))
     bwd = ptr(['planes', 'W1', 'b1', 'W2', 'b2', 'rays_o', 'rays_d', 't_ptr', 'near_ptr', 'far_ptr', 'g_rgb_ptr', 'g_depth_ptr',
                'g_opac_ptr', 'rgb_ptr', 'depth_ptr', 'opac_ptr', 'bg_ptr', 'e_gw_ptr', 'g_w_ptr', 'g_planes', 'g_W1', 'g_b1',
                'g_W2', 'g_b2'], planes='*bf16') | ints | {'shift': 'fp32'}
     report('backward', compile_kernel(rt._render_bwd_kernel, bwd, common | dict(BLOCK_R=16, HAS_GW=False, NEED_PLANES=True, NEED_DEC=True), 2))
     imp = ptr(['tc_ptr', 'w_ptr', 'near_ptr', 'far_ptr', 'r_ptr', 'out_ptr']) | {'n_rays': 'i32', 'S': 'i32', 'F': 'i32'}
-    report('importance (jitter)', compile_kernel(rt._importance_kernel, imp, dict(BLOCK_R=32, S_CHUNK=64, F_PAD=64, JITTER=True), 4))
+    report('importance (jitter)', compile_kernel(rt._importance_kernel, imp, dict(BLOCK_R=32, S_CHUNK=64, F_PAD=64, JITTER=True), 1))
     print(f'triton {triton.__version__}, target sm_90', file=sys.stderr)
 
 
