@@ -80,7 +80,7 @@ def finite_check(x:torch.Tensor, # The value to check
                 ) -> tuple: # (x's min and max as a float tensor, function making the message)
     "The check 'x holds no NaN or infinity', not yet read back: collect several and `raise_failed` them with one wait for the GPU."
     if x.numel() == 0 or not x.is_floating_point(): lo_hi = torch.zeros(0, device=x.device) # nothing to check
-    else: lo_hi = torch.stack(torch.aminmax(x)) # min and max propagate NaN and keep infinities: one read of x, two kernels
+    else: lo_hi = torch.stack(torch.aminmax(x.detach())) # min and max propagate NaN and keep infinities: one read of x, two kernels
     return lo_hi, lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
 
 def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor must be all True, a float one all finite (`finite_check`)

@@ -581,7 +581,7 @@ def _render_rays_triton(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_
     bg = _background(background, B, planes, checks)[:, 0] # (B, 3)
     # The checks of values run on a second stream behind the coarse pass, beside the importance kernel and the fine pass, and
     # are read back (and raised) at the end without waiting for the fine pass. Their inputs stay allocated until then.
-    with _side_stream(planes, rays_o, rays_d, near, far, bg):
+    with _side_stream(planes, rays_o, rays_d, near, far, bg), torch.no_grad(): # no autograd node may be made on the side stream
         finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
     if n_fine > 0: t = _importance(t, weights, near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
     out = _apply(planes, decoder, rays_o, rays_d, t, near, far, _f32(bg), return_weights, cfg, planes_cl)

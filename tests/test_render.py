@@ -320,3 +320,11 @@ def test_stratified_samples_are_the_formula():
         u = torch.rand(3, 50, n, generator=torch.Generator().manual_seed(4)) if jitter else torch.full((n,), 0.5)
         want = near[..., None] + (far - near)[..., None] * (torch.arange(n, dtype=near.dtype) + u) / n
         assert torch.equal(got, torch.minimum(torch.maximum(want, near[..., None]), far[..., None])), (n, jitter)
+
+
+def test_value_checks_make_no_autograd_node():
+    "The checks read values only: on a tensor that requires grad they record nothing for autograd (on the GPU they run on a side stream, where an autograd node would tie the planes' gradient to that stream)."
+    from renderdiffusion_nb.core import finite_check
+    x = torch.randn(5, requires_grad=True)
+    lo_hi, _ = finite_check(x * 2, 'x')
+    assert not lo_hi.requires_grad and lo_hi.grad_fn is None
