@@ -584,7 +584,7 @@ def _render_rays_triton(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_
     with _side_stream(planes, rays_o, rays_d, near, far, bg), torch.no_grad(): # no autograd node may be made on the side stream
         finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
     if n_fine > 0: t = _importance(t, weights, near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
-    out = _apply(planes, decoder, rays_o, rays_d, t, near, far, _f32(bg), return_weights, cfg, planes_cl)
+    out = _apply(planes, decoder, rays_o, rays_d, t, near, far, _f32(bg), bool(return_weights), cfg, planes_cl)
     finish()
     if return_weights: out['t'] = t
     return {k: v.to(planes.dtype) for k, v in out.items()} # the reference's dtype (the kernels compute in fp32)
