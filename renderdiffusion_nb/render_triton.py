@@ -541,9 +541,9 @@ def _importance(t, weights, near, far, n, jitter, generator):
     B, N, S = t.shape
     r = _f32(_uniform((B, N, n), generator, weights)) if jitter else None # the same draw as sample_pdf's
     out = torch.full((B, N, S + n), float('nan'), device=t.device) # poisoned: every slot is written once
-    block, warps = (32, 1) if t.device.type == 'cuda' else (min(256, _pad(B * N)), 1) # one warp of 32 rays: the fastest in a sweep (H200)
+    block = 32 if t.device.type == 'cuda' else min(256, _pad(B * N)) # one warp of 32 rays: the fastest in a sweep (H200)
     _importance_kernel[(triton.cdiv(B * N, block),)](_f32(t), _f32(weights), _f32(near), _f32(far), r if jitter else out, out,
-                                                     B * N, S, n, BLOCK_R=block, S_CHUNK=min(64, _pad(S)), F_PAD=_pad(n), JITTER=jitter, num_warps=warps)
+                                                     B * N, S, n, BLOCK_R=block, S_CHUNK=min(64, _pad(S)), F_PAD=_pad(n), JITTER=jitter, num_warps=1)
     return out.to(t.dtype)
 
 # %% ../nbs/06_render_triton.ipynb #6c1a0b2f
