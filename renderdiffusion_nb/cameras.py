@@ -5,7 +5,7 @@
 # %% ../nbs/02_cameras.ipynb #0c6c3d95
 from __future__ import annotations
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,6 +34,14 @@ def _check_rigid(c2w, atol=1e-3):
         raise ValueError(f"c2w[{i}] is not a rigid camera pose: its rotation must satisfy R^T R = I and det R = +1, "
                          f"got max |R^T R - I| = {float(err[i]):.3g} and det R = {float(det[i]):.3g}")
 
+def _check_values(K, c2w):
+    "Raise a clear error unless `K` holds finite pinhole intrinsics and every `c2w` a rigid pose."
+    check_tensor(K, 'K', (None, 3, 3), floating=True, finite=True)
+    last = K.new_tensor([0., 0., 1.]).expand_as(K[:, 2])
+    if not torch.allclose(K[:, 2], last, atol=1e-6) or (K[:, 1, 0] != 0).any() or (K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any():
+        raise ValueError("K must be pinhole intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0")
+    _check_rigid(c2w)
+
 # %% ../nbs/02_cameras.ipynb #df41d706
 @dataclass
 class Cameras:
@@ -42,27 +50,26 @@ class Cameras:
     c2w: torch.Tensor # (B, 4, 4) rigid camera-to-world poses
     H: int # Image height in pixels
     W: int # Image width in pixels
+    check_values: bool = field(default=True, repr=False, compare=False) # Check the values too (reads them back from the GPU)
 
     def __post_init__(self):
         for n in ('H', 'W'):
             v = getattr(self, n)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0: raise ValueError(f"{n} must be a positive int, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
             setattr(self, n, int(v))
-        dims = check_tensor(self.K, 'K', ('B', 3, 3), floating=True, finite=True)
-        check_tensor(self.c2w, 'c2w', ('B', 4, 4), dims=dims, floating=True, finite=True)
-        if self.K.device != self.c2w.device: raise ValueError(f"K and c2w must be on one device, got {self.K.device} and {self.c2w.device}")
-        last = self.K.new_tensor([0., 0., 1.])
-        if len(self.K) and (not torch.allclose(self.K[:, 2], last.expand_as(self.K[:, 2]), atol=1e-6) or (self.K[:, 1, 0] != 0).any()
-                            or (self.K[:, 0, 0] <= 0).any() or (self.K[:, 1, 1] <= 0).any()):
-            raise ValueError("K must be pinhole intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0")
-        if len(self.c2w): _check_rigid(self.c2w)
+        dims = check_tensor(self.K, 'K', ('B', 3, 3), floating=True)
+        check_tensor(self.c2w, 'c2w', ('B', 4, 4), dims=dims, floating=True)
+        if self.K.device != self.c2w.device:
+            raise ValueError(f"K and c2w must be on one device, got {self.K.device} and {self.c2w.device}")
+        if self.check_values and len(self.K): _check_values(self.K, self.c2w)
 
     def __len__(self): return len(self.K)
     def __getitem__(self, idx):
         "Cameras `idx` (an int keeps the batch dimension: a batch of one)."
         if isinstance(idx, (int, np.integer)): idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
-        return Cameras(self.K[idx], self.c2w[idx], self.H, self.W)
-    def to(self, device): return Cameras(self.K.to(device), self.c2w.to(device), self.H, self.W)
+        return Cameras(self.K[idx], self.c2w[idx], self.H, self.W, check_values=False) # parts of checked cameras
+    def to(self, device): return Cameras(self.K.to(device), self.c2w.to(device), self.H, self.W, check_values=False)
     @property
     def device(self): return self.K.device
     @property
@@ -71,8 +78,9 @@ class Cameras:
     def cat(cams:list):
         "Concatenate batches of cameras of one image size."
         if not cams: raise ValueError("Cameras.cat needs at least one Cameras")
-        if len({(c.H, c.W) for c in cams}) > 1: raise ValueError(f"cannot concatenate cameras of different image sizes {sorted({(c.H, c.W) for c in cams})}")
-        return Cameras(torch.cat([c.K for c in cams]), torch.cat([c.c2w for c in cams]), cams[0].H, cams[0].W)
+        sizes = sorted({(c.H, c.W) for c in cams})
+        if len(sizes) > 1: raise ValueError(f"cannot concatenate cameras of different image sizes {sizes}")
+        return Cameras(torch.cat([c.K for c in cams]), torch.cat([c.c2w for c in cams]), cams[0].H, cams[0].W, check_values=False)
 
 # %% ../nbs/02_cameras.ipynb #37705d94
 def intrinsics_from_fov(fov_deg:float|torch.Tensor, # Horizontal field of view in degrees, a number or (B,)
@@ -199,13 +207,21 @@ def plot_cameras(cameras:Cameras, # The cameras to draw
     return ax.figure
 
 # %% ../nbs/02_cameras.ipynb #3c96f03d
+def _pinhole_inverse(K:torch.Tensor, # (B, 3, 3) pinhole intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]]
+                    ) -> torch.Tensor: # (B, 3, 3)
+    "The inverse of pinhole intrinsics in closed form: no solver, so nothing that waits for the GPU."
+    fx, s, cx, fy, cy = K[:, 0, 0], K[:, 0, 1], K[:, 0, 2], K[:, 1, 1], K[:, 1, 2]
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    rows = [[1 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], [zero, 1 / fy, -cy / fy], [zero, zero, one]]
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
 def pixel_rays(cameras:Cameras, # B cameras
                uv:torch.Tensor, # (B, N, 2) pixel coordinates (u = column, v = row; centres at +0.5)
               ) -> tuple: # rays_o (B, N, 3), rays_d (B, N, 3) unit directions
     "World-space rays through the given pixel coordinates."
     check_tensor(uv, 'uv', (len(cameras), None, 2), floating=True)
     uv1 = torch.cat([uv, torch.ones_like(uv[..., :1])], -1)
-    d = uv1 @ torch.linalg.inv(cameras.K).transpose(1, 2) @ cameras.c2w[:, :3, :3].transpose(1, 2)
+    d = uv1 @ _pinhole_inverse(cameras.K).transpose(1, 2) @ cameras.c2w[:, :3, :3].transpose(1, 2)
     d = d / d.norm(dim=-1, keepdim=True)
     return cameras.c2w[:, None, :3, 3].expand_as(d), d
 

@@ -46,24 +46,27 @@ class NoiseSchedule:
         self.alpha_bar = torch.cumprod(self.alphas, 0)
         self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
         self.timesteps = torch.arange(self.T) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long)
+        self._copies = {} # the arrays' copies on other devices, made once: a copy from the host's memory waits for the GPU
 
     def __repr__(self): return f"NoiseSchedule(T={self.T}, kind={self.kind!r}, alpha_bar[-1]={self.alpha_bar[-1].item():.2e})"
 
 # %% ../nbs/01_diffusion.ipynb #b3680bfd
-def _check_t(self, t, B, name='t', lo=0):
-    "`t` as a (B,) long tensor in [lo, T), or a clear error."
+def _check_t(self, t, B, name='t', lo=0, check_values=True):
+    "`t` as a (B,) long tensor in [lo, T), or a clear error (its values checked unless `check_values` is False)."
     if isinstance(t, int) and not isinstance(t, bool): t = torch.full((B,), t, dtype=torch.long)
     if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
         raise TypeError(f"{name} must be an int or an integer tensor of shape ({B},), got {getattr(t, 'dtype', type(t).__name__)}")
     if t.ndim == 0: t = t.expand(B)
     if t.shape != (B,): raise ValueError(f"{name} must have shape ({B},) to match the batch, got {tuple(t.shape)}")
-    if (t < lo).any() or (t >= self.T).any():
+    if check_values and ((t < lo).any() or (t >= self.T).any()):
         raise ValueError(f"{name} must lie in [{lo}, {self.T - 1}], got values from {int(t.min())} to {int(t.max())}")
     return t.long()
 
 def _gather(self, a, t, x):
     "Schedule values `a` at timesteps `t`, shaped to broadcast over `x` (B, ...)."
-    return a.to(x.device)[t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+    key = (a.data_ptr(), x.device)
+    if key not in self._copies: self._copies[key] = a.to(x.device)
+    return self._copies[key][t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 NoiseSchedule._check_t, NoiseSchedule._gather = _check_t, _gather
 
@@ -73,11 +76,12 @@ def q_sample(self:NoiseSchedule,
              t:int|torch.Tensor, # (B,) timesteps in [0, T)
              noise:torch.Tensor|None=None, # (B, ...) standard normal noise; drawn if None
              generator:torch.Generator|None=None, # Source of the noise when `noise` is None
+             check_values:bool=True, # Check that t lies in [0, T) (reads t back from the GPU; the training step passes False)
             ) -> torch.Tensor: # (B, ...) x_t
     "Sample $x_t \\sim q(x_t \\mid x_0)$ in one jump."
     check_tensor(x0, 'x0', floating=True)
     if x0.ndim < 1: raise ValueError("x0 must have a batch dimension")
-    t = self._check_t(t, x0.shape[0])
+    t = self._check_t(t, x0.shape[0], check_values=check_values)
     if noise is None: noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x0.device)
     elif noise.shape != x0.shape: raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
     ab = self._gather(self.alpha_bar, t, x0)

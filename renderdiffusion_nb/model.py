@@ -103,6 +103,7 @@ class RenderDiffusion(nn.Module):
 def _encode(self:RenderDiffusion,
             x_t:torch.Tensor, # (B, 3, H, W) noisy images in [-1, 1] (roughly), H = W = config.image_size
             t:torch.Tensor, # (B,) integer timesteps in [0, T)
+            check_values:bool=True, # Check that t lies in [0, T) (reads t back from the GPU; the training step passes False)
            ) -> torch.Tensor: # (B, 3, C, R, R) triplanes
     "The triplanes $e_\\phi(x_t, t)$."
     S = self.config.image_size
@@ -111,7 +112,7 @@ def _encode(self:RenderDiffusion,
         raise ValueError(f"this model's config is for {S}x{S} images, got {x_t.shape[-2]}x{x_t.shape[-1]}; "
                          f"use a data set of that size or a model config with image_size={x_t.shape[-1]}")
     check_tensor(t, 't', ('B',), dims=dims)
-    if t.is_floating_point() or (t < 0).any() or (t >= self.config.T).any():
+    if t.is_floating_point() or (check_values and ((t < 0).any() or (t >= self.config.T).any())):
         raise ValueError(f"t must hold integer timesteps in [0, {self.config.T - 1}], got {t.dtype} values {t.min().item()}..{t.max().item()}")
     return self.encoder(x_t, t)
 
@@ -126,6 +127,7 @@ def _render(self:RenderDiffusion,
             backend:str='auto', # Renderer: 'auto', 'torch' or 'triton'
             chunk:int|None=None, # Rays per renderer call (bounds memory for large views); None: all at once
             precision:str='fp32', # Triton renderer's plane reads and decoder products: 'fp32' or 'bf16' (see `render_rays`)
+            check_values:bool=True, # Check the planes' values (finite): reads them back from the GPU; the training step passes False
            ) -> dict: # 'rgb' (B, 3, H, W) in [-1, 1], 'depth' (B, 1, H, W) distance along the ray, 'opacity' (B, 1, H, W)
     "Volume-render the triplanes from `cameras`."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
@@ -135,7 +137,8 @@ def _render(self:RenderDiffusion,
     with torch.autocast(planes.device.type, enabled=False):
         out = render_image(planes.float(), self.decoder, cameras, chunk=chunk or len(cameras) * cameras.H * cameras.W,
                            n_coarse=c.n_coarse, n_fine=c.n_fine, background=c.background,
-                           jitter=jitter, generator=generator, backend=backend, precision=precision)
+                           jitter=jitter, generator=generator, backend=backend, precision=precision,
+                           check_values=check_values)
     return {**out, 'rgb': to_signed(out['rgb'])}
 
 RenderDiffusion.render = _render
@@ -145,14 +148,15 @@ def _forward(self:RenderDiffusion,
              x_t:torch.Tensor, # (B, 3, H, W) noisy images, H = W = config.image_size
              t:torch.Tensor, # (B,) integer timesteps in [0, T)
              cameras:Cameras, # B cameras of the input images, of size H x W
+             check_values:bool=True, # Check the values of t and of the planes (reads them back from the GPU); False in training steps
              **render_kwargs, # `jitter`, `generator`, `backend`, `chunk`, `precision` for `render`
             ) -> dict: # 'x0_hat' (B, 3, H, W) in [-1, 1], 'planes' (B, 3, C, R, R), 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
     "Predict $x_0$ by rendering the triplane lifted from $x_t$ from the input camera."
-    planes = self.encode(x_t, t)
+    planes = self.encode(x_t, t, check_values)
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if (cameras.H, cameras.W) != tuple(x_t.shape[-2:]):
         raise ValueError(f"cameras are for {cameras.H}x{cameras.W} images but x_t is {x_t.shape[-2]}x{x_t.shape[-1]}")
-    out = self.render(planes, cameras, **render_kwargs)
+    out = self.render(planes, cameras, check_values=check_values, **render_kwargs)
     return {'x0_hat': out['rgb'], 'planes': planes, 'depth': out['depth'], 'opacity': out['opacity']}
 
 RenderDiffusion.forward = _forward

@@ -125,7 +125,7 @@ def sample_pdf(bounds:torch.Tensor, # (B, N, S+1) sorted bin bounds b_0..b_S
     if not isinstance(n, int) or n < 1: raise ValueError(f"the number of samples must be a positive int, got {n!r}")
     if bounds.shape[:-1] != weights.shape[:-1] or bounds.shape[-1] != weights.shape[-1] + 1:
         raise ValueError(f"bounds must be (..., S+1) for weights (..., S), got {tuple(bounds.shape)} and {tuple(weights.shape)}")
-    w = weights.clamp_min(0) + 1e-5
+    w = torch.nan_to_num(weights, nan=0., posinf=0., neginf=0.).clamp_min(0) + 1e-5 # a NaN weight counts as 0: the depths stay finite
     cdf = torch.cumsum(w / w.sum(-1, keepdim=True), -1)
     cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., :-1], torch.ones_like(cdf[..., :1])], -1) # (B, N, S+1): F(b_0..b_S)
     k = torch.arange(n, dtype=w.dtype, device=w.device)
@@ -179,6 +179,7 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                 return_weights:bool=False, # Also return 'weights' (B, N, S) and depths 't' (B, N, S), S = n_coarse + n_fine
                 backend:str='auto', # 'torch', 'triton' or 'auto' (triton for CUDA planes when it imports)
                 precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference computes in the planes' dtype
+                check_values:bool=True, # Check the values (finite, near <= far): reads them back from the GPU; False in captured training steps
                ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
     "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
     dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, values=False) # shapes, dtypes, devices: no GPU work
@@ -187,10 +188,11 @@ def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     fused = _triton_path(backend, planes)
     if fused is not None: # the same steps as below in Triton kernels, queued without waiting for the GPU (page 06)
-        return fused(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision)
+        return fused(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision,
+                     check_values)
     checks = []
     bg = _background(background, dims['B'], planes, checks)
-    raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU, before indexing with the values
+    if check_values: raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU
     composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
@@ -204,7 +206,7 @@ def render_image(planes:torch.Tensor, # (B, 3, C, R, R) triplanes, or (1, 3, C, 
                  decoder, # `TriplaneDecoder`
                  cameras:Cameras, # B cameras of size H x W (or any number with a single triplane)
                  chunk:int=32768, # Rays rendered at once, over the whole batch: bounds the memory
-                 **kwargs, # Passed to `render_rays`: n_coarse, n_fine, background, jitter, generator, backend, precision
+                 **kwargs, # Passed to `render_rays`: n_coarse, n_fine, background, jitter, generator, backend, precision, check_values
                 ) -> dict: # 'rgb' (B, 3, H, W) in [0, 1], 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W) [, 'weights', 't' (B, S, H, W)]
     "Render every pixel of `cameras` from the triplanes, in chunks of rays."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")

@@ -491,7 +491,7 @@ def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays,
     for s0 in range(0, S, S_CHUNK):
         ms = (s0 + offs_s) < S
         wc = tl.load(wr[None, :] + s0 + offs_s[:, None], mask=ms[:, None], other=0.)
-        total += tl.sum(tl.where(ms[:, None], tl.maximum(wc, 0.) + 1e-5, 0.), axis=0)
+        total += tl.sum(tl.where(ms[:, None], tl.where(wc > 0, wc, 0.) + 1e-5, 0.), axis=0)
     c_lo = tl.zeros([BLOCK_R], dtype=tl.float32) # 2. the inverse CDF: F(b_j), b_j and t_j walk along the bins
     b_lo = near
     t_j = tl.load(tc)
@@ -499,7 +499,8 @@ def _importance_kernel(tc_ptr, w_ptr, near_ptr, far_ptr, r_ptr, out_ptr, n_rays,
     for j in range(0, S):
         t_n = tl.load(tc + tl.minimum(j + 1, S - 1))
         b_hi = tl.where(j + 1 < S, 0.5 * (t_j + t_n), far)
-        w_j = tl.maximum(tl.load(wr + j), 0.) + 1e-5
+        w_j = tl.load(wr + j)
+        w_j = tl.where(w_j > 0, w_j, 0.) + 1e-5 # NaN or negative: 0, as in sample_pdf
         c_hi = tl.where(j + 1 < S, c_lo + w_j / total, 1.0)
         inv = 1.0 / tl.maximum(c_hi - c_lo, 1e-12)
         frac = tl.minimum(tl.maximum((u - c_lo[None, :]) * inv[None, :], 0.), 1.)
@@ -562,7 +563,8 @@ def _side_stream(*tensors):
     for x in tensors: x.record_stream(side) # freed memory is not reused before the side stream's work is done
     with torch.cuda.stream(side): yield
 
-def _render_rays_triton(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision):
+def _render_rays_triton(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision,
+                        check_values=True):
     "`render_rays` (page 05) with the kernels of this page, on inputs whose shapes, dtypes and devices it has checked."
     B, N = near.shape
     dims = dict(B=B, C=planes.shape[2], R=planes.shape[3])
@@ -581,8 +583,11 @@ def _render_rays_triton(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_
     bg = _background(background, B, planes, checks)[:, 0] # (B, 3)
     # The checks of values run on a second stream behind the coarse pass, beside the importance kernel and the fine pass, and
     # are read back (and raised) at the end without waiting for the fine pass. Their inputs stay allocated until then.
-    with _side_stream(planes, rays_o, rays_d, near, far, bg), torch.no_grad(): # no autograd node may be made on the side stream
-        finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
+    # check_values=False (a captured training step): no checks, no side stream, nothing read back.
+    finish = lambda: None
+    if check_values:
+        with _side_stream(planes, rays_o, rays_d, near, far, bg), torch.no_grad(): # no autograd node may be made on the side stream
+            finish = start_checks(checks + _value_checks(planes, rays_o, rays_d, near, far))
     if n_fine > 0: t = _importance(t, weights, near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
     out = _apply(planes, decoder, rays_o, rays_d, t, near, far, _f32(bg), bool(return_weights), cfg, planes_cl)
     finish()

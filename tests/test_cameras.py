@@ -138,3 +138,11 @@ def test_look_at_broadcasts_and_spherical_takes_scalars():
     assert c2w.shape == (2, 4, 4) and torch.allclose(c2w[:, :3, 3], torch.tensor([2., 0., 1.]).expand(2, 3))
     cams = spherical_cameras(30., 20., 2.5, 8, 8)
     assert len(cams) == 1 and torch.allclose(cams.centers.norm(dim=-1), torch.tensor([2.5]))
+
+
+def test_pinhole_inverse_matches_the_solver():
+    "The closed-form inverse the rays use (no solver, so no wait for the GPU) equals torch.linalg.inv, skew included."
+    from renderdiffusion_nb.cameras import _pinhole_inverse, intrinsics_from_fov
+    K = intrinsics_from_fov(torch.tensor([30., 50., 90.]), 24, 40)
+    K[1, 0, 1] = 0.7
+    torch.testing.assert_close(_pinhole_inverse(K), torch.linalg.inv(K), rtol=1e-6, atol=1e-7)
