@@ -49,9 +49,9 @@ class TriplaneDecoder(nn.Module):
         self.n_features, self.hidden, self.density_shift = n_features, hidden, float(density_shift)
         self.fc1 = nn.Linear(n_features, hidden)
         self.fc2 = nn.Linear(hidden, 4)
-        with torch.no_grad():
-            self.fc2.weight.normal_(0, 0.01 / math.sqrt(hidden))
-            self.fc2.bias.zero_()
+        with torch.no_grad(): # the standard scale, and a bias that makes the output 0 for zero features (the untrained planes)
+            self.fc2.weight.normal_(0, 1 / math.sqrt(hidden))
+            self.fc2.bias.copy_(-self.fc2.weight @ F.softplus(self.fc1.bias))
 
     def forward(self,
                 f:torch.Tensor, # (..., C) triplane features
