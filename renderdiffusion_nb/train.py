@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -16,18 +17,19 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .cameras import Cameras
-from .core import atomic_write, get_device, show_images
-from .data import SceneDataset
+from .core import atomic_write, get_device, show_images, to_unit
+from .data import BACKGROUND, SceneDataset, get_family, render_scenes
 from .model import (ModelConfig, RenderDiffusion, load_checkpoint, model_config, rotate_cameras,
                                       save_checkpoint)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'sample_timesteps', 'TrainConfig', 'train_config',
-           'lr_at', 'EMA', 'StepBatches', 'collate', 'open_dataset', 'check_dataset', 'checkpoints', 'run_config',
-           'Trainer', 'train']
+__all__ = ['TRAIN_PRESETS', 'PROCEDURAL', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'sample_timesteps', 'TrainConfig',
+           'train_config', 'lr_at', 'EMA', 'StepBatches', 'collate', 'open_dataset', 'check_dataset',
+           'ProceduralScenes', 'checkpoints', 'run_config', 'Trainer', 'train', 'chroma', 'overfit_check']
 
 # %% ../nbs/09_train.ipynb #dedc78ab
 def loss_weights(schedule, # `NoiseSchedule`
@@ -38,7 +40,7 @@ def loss_weights(schedule, # `NoiseSchedule`
     "Per-sample weight w(t) of the x0 loss."
     if weighting == 'uniform': return torch.ones(t.shape, device=t.device)
     if weighting != 'min_snr': raise ValueError(f"weighting must be 'uniform' or 'min_snr', got {weighting!r}")
-    ab = schedule.alpha_bar.to(t.device)[t]
+    ab = schedule._gather(schedule.alpha_bar, t, t.float()) # (B,): the schedule's copy on t's device, made once
     return ((ab / (1 - ab)).clamp(max=gamma) / gamma).float()
 
 def x0_loss(model, # `RenderDiffusion` (or its DDP wrapper)
@@ -47,12 +49,13 @@ def x0_loss(model, # `RenderDiffusion` (or its DDP wrapper)
             t:torch.Tensor, # (B,) timesteps
             noise:torch.Tensor, # (B, 3, H, W) standard normal noise
             weighting:str='uniform', # See `loss_weights`
+            check_values:bool=True, # Check the values of t and the triplanes (reads them back from the GPU; False in training steps)
             **render_kwargs, # `jitter`, `generator`, `backend`, `precision` for the renderer
            ) -> tuple: # scalar loss, model outputs
     "The weighted x0 loss of the rendered prediction, averaged over pixels and batch."
     schedule = getattr(model, 'module', model).schedule
-    x_t = schedule.q_sample(x0, t, noise=noise)
-    out = model(x_t, t, cameras, **render_kwargs)
+    x_t = schedule.q_sample(x0, t, noise=noise, check_values=check_values)
+    out = model(x_t, t, cameras, check_values=check_values, **render_kwargs)
     per_sample = (out['x0_hat'].float() - x0.float()).square().mean((1, 2, 3))
     return (loss_weights(schedule, t, weighting) * per_sample).mean(), out
 
@@ -60,20 +63,21 @@ def x0_loss(model, # `RenderDiffusion` (or its DDP wrapper)
 def sample_timesteps(n:int, # How many timesteps
                      t_hi:int, # They are drawn from {0, ..., t_hi - 1}
                      power:float=1.0, # 1: uniform; p > 1 draws low t more often, P(t < a * t_hi) = a ** (1 / p)
-                     generator:torch.Generator|None=None, # Source of randomness (CPU)
+                     generator:torch.Generator|None=None, # Source of randomness; the draws are made on its device (default: CPU)
                     ) -> torch.Tensor: # (n,) int64 timesteps
     "Timesteps for a training batch: uniform, or denser at low noise when `power` > 1."
     if not power > 0: raise ValueError(f"power must be > 0, got {power!r}")
     if not isinstance(t_hi, int) or t_hi < 1: raise ValueError(f"t_hi must be a positive int, got {t_hi!r}")
-    if power == 1: return torch.randint(0, t_hi, (n,), generator=generator)
-    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    dev = generator.device if generator is not None else 'cpu'
+    if power == 1: return torch.randint(0, t_hi, (n,), generator=generator, device=dev)
+    u = torch.rand(n, generator=generator, dtype=torch.float64, device=dev)
     return (u.pow(power) * t_hi).long().clamp(max=t_hi - 1)
 
 # %% ../nbs/09_train.ipynb #1739a425
 @dataclass
 class TrainConfig:
     "A training run: data, model, optimisation, bookkeeping."
-    data:str = '' # Dataset folder written by the data module (one view per scene is used)
+    data:str = '' # Dataset folder written by the data module (one view per scene is used), or 'procedural:<family>' (fresh scenes every step)
     out:str = 'runs/run' # Run folder: config.json, log.jsonl, checkpoints/, grids/; never overwritten unasked
     model:ModelConfig|str|dict = 'small' # Model preset name or `ModelConfig` (image size must match the data)
     steps:int = 100_000 # Optimizer steps in total (a resumed run continues to this)
@@ -91,6 +95,8 @@ class TrainConfig:
     jitter:bool = True # Jitter samples along rays while training (anti-aliasing in depth)
     precision:str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'; bf16 also runs the Triton renderer's plane reads and decoder products in bf16
     backend:str = 'auto' # Renderer: 'auto' (Triton on CUDA when available), 'torch' or 'triton'
+    eager:bool = False # Run each step eagerly, op by op, instead of replaying it as one CUDA graph (one GPU only; CPU runs are eager)
+    compile:bool = False # Compile the U-Net with torch.compile (fuses its many small kernels; the first step takes minutes)
     seed:int = 0 # Seeds the weights, the data order and every random draw of every step
     log_every:int = 50 # Steps between log lines (log.jsonl) and progress-bar updates
     ckpt_every:int = 1000 # Steps between checkpoints (one is also written at the end)
@@ -159,16 +165,29 @@ class EMA:
         if not 0 <= decay < 1: raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.shadow = {k: v.detach().float().clone() if v.is_floating_point() else v.detach().clone() for k, v in model.state_dict().items()}
+        dev = next(iter(model.parameters()), torch.empty(0)).device
+        self.weight = torch.zeros((), device=dev) # 1 - decay of the next update: a tensor, so a captured step reads it when replayed
+
+    def set_step(self, step:int):
+        "Set the next update's weight from the step (on the host: no wait for the GPU)."
+        self.weight.fill_(1 - min(self.decay, (1 + step) / (10 + step)))
 
     @torch.no_grad()
-    def update(self, model:torch.nn.Module, step:int):
-        "Move the average towards the model's current weights."
-        d = min(self.decay, (1 + step) / (10 + step))
+    def apply(self, model:torch.nn.Module):
+        "Move the average towards the model's current weights by `weight` (device work only: capturable)."
         sd = model.state_dict()
         keys = [k for k, v in self.shadow.items() if v.is_floating_point()]
-        torch._foreach_lerp_([self.shadow[k] for k in keys], [sd[k].float() for k in keys], 1 - d)
+        shadow = [self.shadow[k] for k in keys]
+        step = torch._foreach_sub([sd[k].float() for k in keys], shadow) # shadow += weight * (theta - shadow): the ops that
+        torch._foreach_mul_(step, self.weight) # take the weight as a device tensor (lerp would read it back to the host)
+        torch._foreach_add_(shadow, step)
         for k, v in self.shadow.items():
             if not v.is_floating_point(): v.copy_(sd[k]) # integer buffers (counters) are copied, not averaged
+
+    def update(self, model:torch.nn.Module, step:int):
+        "Move the average towards the model's current weights (decay set by `step`)."
+        self.set_step(step)
+        self.apply(model)
 
     def state_dict(self) -> dict: return self.shadow
     def load_state_dict(self, sd:dict):
@@ -215,11 +234,17 @@ def collate(items:list) -> tuple: # x0 (B, 3, H, W), K (B, 3, 3), c2w (B, 4, 4)
                         + (f" with keys {sorted(items[0])}" if isinstance(items[0], dict) else '')) from e
 
 # %% ../nbs/09_train.ipynb #489e19ce
-def open_dataset(folder:str|Path, # Data set folder written by `make_dataset`
+def open_dataset(folder:str|Path, # Data set folder written by `make_dataset`, or 'procedural:<family>' (see `ProceduralScenes`)
                  config:ModelConfig|None=None, # The model's config: image size and background are checked against it
+                 device=None, # Where procedural scenes are rendered (default: CUDA when available)
                 ) -> Dataset:
     "The monocular (one view per scene) training set in `folder`, checked against the model config."
     if not str(folder): raise ValueError("no data folder given (TrainConfig.data is empty): pass the folder written by make_dataset")
+    if str(folder).startswith(PROCEDURAL):
+        if config is None: raise ValueError(f"{folder!r} needs the model config (its image size)")
+        ds = ProceduralScenes(str(folder)[len(PROCEDURAL):], config.image_size, device=device)
+        check_dataset(ds, config)
+        return ds
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"data folder {str(folder)!r} does not exist; make one with the data module's make_dataset first")
     ds = SceneDataset(folder, monocular=True)
@@ -241,8 +266,60 @@ def check_dataset(ds:Dataset, # A data set of dicts with 'image', 'K', 'c2w'
         raise ValueError(f"the data set's background colour is {tuple(bg)} but the model renders onto {config.background}; set the model config's background to match")
     return len(ds), H, W
 
+# %% ../nbs/09_train.ipynb #1987213a
+PROCEDURAL = 'procedural:'
+
+class ProceduralScenes(Dataset):
+    "An endless monocular data set: item i is view 0 of scene i of a family's split, rendered when asked."
+    def __init__(self,
+                 family:str, # A name in the data module's `FAMILIES`
+                 res:int, # Image size
+                 seed:int=0, # The family's scene stream (data folders made with `make_dataset(..., seed=0)` hold its first scenes)
+                 split:str='train', # 'train', 'val' or 'test': disjoint streams
+                 device=None, # Where scenes are rendered (default: CUDA when available)
+                ):
+        self.family, self.res, self.seed, self.split = get_family(family).name, res, seed, split
+        self.device, self.background = get_device(device), BACKGROUND
+
+    def __len__(self): return 2**32 # every scene index the data module draws
+    def __repr__(self): return f"ProceduralScenes({self.family!r}, res={self.res}, seed={self.seed}, split={self.split!r})"
+
+    def render(self, index:torch.Tensor, # (n,) scene indices
+              ) -> tuple: # x0 (n, 3, H, W) in [-1, 1] on 8-bit levels, K (n, 3, 3), c2w (n, 4, 4), on `device`
+        "View 0 of the scenes `index`, rendered on the device."
+        r = render_scenes(self.family, index, 1, self.res, self.split, self.seed, self.device)
+        x0 = ((r['image'][:, 0] + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+        return x0, r['K'][:, 0].float(), r['c2w'][:, 0].float()
+
+    def __getitem__(self, i:int) -> dict:
+        if not 0 <= i < len(self): raise IndexError(f"scene index {i} out of range [0, 2**32)")
+        x0, K, c2w = (v[0].cpu() for v in self.render(torch.tensor([i])))
+        return dict(image=x0, K=K, c2w=c2w, scene=i, view=0)
+
+# %% ../nbs/09_train.ipynb #1ee3c04e
+@patch
+def batches(self:ProceduralScenes,
+            batch_size:int, # The global batch B
+            start:int, # First step
+            steps:int, # Stop before this step
+            rank:int=0, # This rank's slice of each global batch
+            world:int=1, # Number of ranks
+            chunk:int|None=None, # Images rendered at once (default: 8192 on a GPU, one batch on the CPU)
+           ): # yields (x0 (b, 3, H, W), K (b, 3, 3), c2w (b, 4, 4)) on the device, b = B / world
+    "This rank's batches of steps `start..steps-1`: step s holds scenes [sB, (s+1)B)."
+    if batch_size % world: raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of ranks ({world})")
+    if steps * batch_size > len(self): raise ValueError(f"{steps} steps of {batch_size} scenes need more than the 2**32 scene indices")
+    b = batch_size // world
+    per = max(1, (chunk or (8192 if self.device.type == 'cuda' else b)) // b) # steps per render call
+    for s0 in range(start, steps, per):
+        ss = range(s0, min(steps, s0 + per))
+        index = torch.cat([torch.arange(s * batch_size + rank * b, s * batch_size + (rank + 1) * b) for s in ss])
+        x0, K, c2w = self.render(index)
+        for i in range(len(ss)): yield x0[i * b:(i + 1) * b], K[i * b:(i + 1) * b], c2w[i * b:(i + 1) * b]
+
 # %% ../nbs/09_train.ipynb #f772b1bb
-RESUMABLE = ('data', 'steps', 'log_every', 'ckpt_every', 'keep_ckpts', 'grid_every', 'num_workers', 'device', 'resume', 'progress', 'backend')
+RESUMABLE = ('data', 'steps', 'log_every', 'ckpt_every', 'keep_ckpts', 'grid_every', 'num_workers', 'device', 'resume', 'progress', 'backend',
+             'eager', 'compile')
 
 def checkpoints(out:str|Path) -> list:
     "The checkpoint files of a run, oldest first."
@@ -284,21 +361,51 @@ class Trainer:
                 ):
         self.config = c = config if isinstance(config, TrainConfig) else train_config(config)
         self.rank, self.world, self.device, self._own_pg = _dist_setup(c.device)
-        if c.batch_size % self.world: raise ValueError(f"batch_size ({c.batch_size}) is the global batch and must be divisible by the number of ranks ({self.world})")
-        self.dataset = dataset if dataset is not None else open_dataset(c.data, c.model)
+        if c.batch_size % self.world:
+            raise ValueError(f"batch_size ({c.batch_size}) is the global batch and must be divisible by the number of ranks ({self.world})")
+        self.dataset = dataset if dataset is not None else open_dataset(c.data, c.model, self.device)
         self.n_data, _, _ = check_dataset(self.dataset, c.model)
         self.out = Path(c.out)
         torch.manual_seed(_mix(c.seed, 0))
         self.model = RenderDiffusion(c.model).to(self.device)
+        if c.compile: self.model.encoder.compile(dynamic=False) # in place: the weights keep their names
         self.ema = EMA(self.model, c.ema_decay)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        self.opt = _optimizer(self.model, c, self.device)
         self.step, self.last_ckpt = 0, None
         self._prepare_run()
         self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None) if self.world > 1 else self.model
         bf16 = c.precision == 'bf16' or (c.precision == 'auto' and self.device.type == 'cuda')
-        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        # no cast cache: a captured step must cast the weights it reads at replay, not reuse the casts of the capture
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
+        self.draws = torch.Generator(self.device) # the step's timesteps and noise, seeded per step
+        self.stats = _Stats(self.device) # loss and failures summed on the device, read when logging
+        self.graph = None # the captured step (made at the first step, when capturing)
+
+def _optimizer(model:torch.nn.Module, c:TrainConfig, device:torch.device) -> torch.optim.Optimizer:
+    "AdamW; on a GPU the fused kernel, capturable (its step counters on the GPU) and with the learning rate a tensor."
+    if device.type != 'cuda': return torch.optim.AdamW(model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=torch.tensor(c.lr, device=device), betas=c.betas, weight_decay=c.weight_decay,
+                             fused=True, capturable=True)
+
+class _Stats:
+    "What the steps report, kept on the device: the summed loss, the count of steps and the first step with a non-finite loss or gradient."
+    def __init__(self, device):
+        self.step = torch.zeros((), dtype=torch.long, device=device) # the current step, set before each step
+        self.loss = torch.zeros((), device=device)
+        self.n = torch.zeros((), device=device)
+        self.grad_norm = torch.zeros((), device=device) # of the last step
+        self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device) # (loss, gradient): first non-finite step, -1 if none
+
+    def add(self, loss:torch.Tensor, grad_norm:torch.Tensor):
+        "Account one step (device work only)."
+        self.loss += loss.detach().float()
+        self.n += 1
+        self.grad_norm.copy_(grad_norm)
+        bad = ~torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()]))
+        self.first_bad.copy_(torch.where(bad & (self.first_bad < 0), self.step, self.first_bad))
 
 # %% ../nbs/09_train.ipynb #ef67c8c6
+@patch
 def _prepare_run(self:Trainer):
     "Check or create the run folder; load the newest checkpoint when resuming."
     c, out = self.config, self.out
@@ -321,6 +428,7 @@ def _prepare_run(self:Trainer):
     elif c.init: self._init_from(c.init)
     if self.rank == 0: self._trim_log()
 
+@patch
 def _load(self:Trainer, path:Path):
     "Restore model, EMA, optimizer and step from a checkpoint."
     ck = load_checkpoint(path, config=self.config.model, device=self.device)
@@ -328,14 +436,17 @@ def _load(self:Trainer, path:Path):
     self.model.load_state_dict(ck.model)
     self.ema.load_state_dict(ck.ema)
     self.opt.load_state_dict(ck.optimizer)
+    _optimizer_form(self.opt, self.device) # the saved groups carry the saving run's form (CPU or GPU)
     self.step, self.last_ckpt = int(ck.state['step']), path
 
+@patch
 def _init_from(self:Trainer, path:str|Path):
     "Start a fresh run from a checkpoint's weights (EMA when present): fine-tuning or continuing on a new budget."
     ck = load_checkpoint(path, config=self.config.model, device=self.device)
     self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in (ck.ema or ck.model).items()})
     self.ema = EMA(self.model, self.config.ema_decay)
 
+@patch
 def _trim_log(self:Trainer):
     "Keep only whole log lines up to the current step (a killed run may have logged past its last checkpoint)."
     log = self.out / 'log.jsonl'
@@ -347,85 +458,199 @@ def _trim_log(self:Trainer):
         if rec.get('step', 0) <= self.step: keep.append(line)
     with atomic_write(log, overwrite=True) as tmp: tmp.write_text(''.join(l + '\n' for l in keep))
 
-Trainer._prepare_run, Trainer._load, Trainer._init_from, Trainer._trim_log = _prepare_run, _load, _init_from, _trim_log
+def _optimizer_form(opt:torch.optim.Optimizer, device:torch.device):
+    "Give a loaded optimizer this device's form (see `_optimizer`): learning rate, flags and step counters."
+    cuda = device.type == 'cuda'
+    for g in opt.param_groups:
+        g['lr'] = torch.tensor(float(g['lr']), device=device) if cuda else float(g['lr'])
+        g.update(fused=True if cuda else None, capturable=cuda, foreach=None)
+        for p in g['params']:
+            st = opt.state.get(p, {})
+            if 'step' in st: st['step'] = st['step'].to(device, torch.float32) if cuda else st['step'].float().cpu()
 
 # %% ../nbs/09_train.ipynb #14c07b3b
+@patch
 def _step_draws(self:Trainer, step:int, H:int, W:int) -> tuple:
-    "This rank's timesteps (b,) and noise (b, 3, H, W) for `step`, sliced from the global batch's."
+    "This rank's timesteps (b,) and noise (b, 3, H, W) for `step`, sliced from the global batch's, drawn on the device."
     c, b = self.config, self.config.batch_size // self.world
-    g = torch.Generator().manual_seed(_mix(c.seed, 2, step))
+    g = self.draws.manual_seed(_mix(c.seed, 2, step))
     t = sample_timesteps(c.batch_size, c.model.T if c.t_max is None else c.t_max + 1, c.t_power, generator=g)
-    noise = torch.randn(c.batch_size, 3, H, W, generator=g)
+    noise = torch.randn(c.batch_size, 3, H, W, generator=g, device=g.device)
     sl = slice(self.rank * b, (self.rank + 1) * b)
-    return t[sl].to(self.device), noise[sl].to(self.device)
+    return t[sl], noise[sl]
 
-def _train_step(self:Trainer,
-               x0:torch.Tensor, # (b, 3, H, W) this rank's clean images in [-1, 1]
-               K:torch.Tensor, # (b, 3, 3) their intrinsics
-               c2w:torch.Tensor, # (b, 4, 4) their poses
-              ) -> dict: # 'loss' (global mean), 'grad_norm', 'lr'
-    "One optimizer step on this rank's part of the global batch."
-    c, s = self.config, self.step
-    x0, H, W = x0.to(self.device, non_blocking=True), x0.shape[-2], x0.shape[-1]
-    cams = Cameras(K.to(self.device), c2w.to(self.device), H, W)
-    t, noise = self._step_draws(s, H, W)
-    jit = torch.Generator(self.device).manual_seed(_mix(c.seed, 3, s, self.rank))
-    torch.manual_seed(_mix(c.seed, 4, s, self.rank))
-    lr = lr_at(s, c)
-    for grp in self.opt.param_groups: grp['lr'] = lr
-    self.model.train()
-    why = 'the loss is not finite'
-    try:
-        with torch.autocast(**self.autocast):
-            loss, _ = x0_loss(self.ddp, x0, cams, t, noise, c.weighting, jitter=c.jitter, generator=jit, backend=c.backend,
-                              precision='bf16' if self.autocast['enabled'] else 'fp32')
-    except ValueError as e: # the renderer refuses non-finite triplanes: the same failure, caught one step earlier
-        if 'NaN or infinity' not in str(e): raise
-        loss, why = torch.tensor(float('nan'), device=self.device), f'the loss is not finite ({e})'
-    stat = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float()])
-    if self.world > 1: dist.all_reduce(stat)
-    if stat[1] > 0: self._stop(f"{why} (loss {loss.item()})")
-    self.opt.zero_grad(set_to_none=True)
+@patch
+def _step_body(self:Trainer,
+               x0:torch.Tensor, # (b, 3, H, W) clean images on the device
+               K:torch.Tensor, # (b, 3, 3) intrinsics on the device
+               c2w:torch.Tensor, # (b, 4, 4) poses on the device
+               t:torch.Tensor, # (b,) timesteps
+               noise:torch.Tensor, # (b, 3, H, W) noise
+              ) -> tuple: # loss, gradient norm (device tensors)
+    "Forward, backward, clipping, optimizer and EMA: device work only, nothing read back (what a CUDA graph captures)."
+    c = self.config
+    cams = Cameras(K, c2w, x0.shape[-2], x0.shape[-1], check_values=False) # the data set's cameras were checked when it was opened
+    with torch.autocast(**self.autocast):
+        loss, _ = x0_loss(self.ddp, x0, cams, t, noise, c.weighting, check_values=False, jitter=c.jitter, backend=c.backend,
+                          precision='bf16' if self.autocast['enabled'] else 'fp32')
     loss.backward()
     gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-    if not torch.isfinite(gn): self._stop(f"the gradient norm is {gn.item()} (not finite)")
     self.opt.step()
-    self.ema.update(self.model, s)
-    self.step += 1
-    return {'loss': stat[0].item() / self.world, 'grad_norm': gn.item(), 'lr': lr}
+    self.ema.apply(self.model)
+    self.stats.add(loss, gn)
+    return loss, gn
 
-def _stop(self:Trainer, what:str):
-    "Stop the run on a numerical failure, pointing at the last good checkpoint."
+# %% ../nbs/09_train.ipynb #7514d479
+@patch
+def train_step(self:Trainer,
+               x0:torch.Tensor, # (b, 3, H, W) this rank's clean images in [-1, 1] (pinned CPU memory or the device)
+               K:torch.Tensor, # (b, 3, 3) their intrinsics
+               c2w:torch.Tensor, # (b, 4, 4) their poses
+              ) -> dict: # 'loss', 'grad_norm' (this rank's, device tensors: reading them waits for the GPU), 'lr'
+    "One optimizer step on this rank's part of the global batch: captured and replayed on a GPU, eager otherwise."
+    c, s = self.config, self.step
+    x0, K, c2w = (v.to(self.device, non_blocking=True) for v in (x0, K, c2w))
+    lr = lr_at(s, c)
+    for grp in self.opt.param_groups:
+        if isinstance(grp['lr'], torch.Tensor): grp['lr'].fill_(lr)
+        else: grp['lr'] = lr
+    self.ema.set_step(s)
+    self.stats.step.fill_(s)
+    torch.manual_seed(_mix(c.seed, 4, s, self.rank)) # dropout and the rays' jitter: the default generators, which a graph replays too
+    t, noise = self._step_draws(s, x0.shape[-2], x0.shape[-1])
+    self.model.train()
+    if self.capturing:
+        loss, gn = self._replay(x0, K, c2w, t, noise)
+    else:
+        self.opt.zero_grad(set_to_none=True)
+        loss, gn = self._step_body(x0, K, c2w, t, noise)
+    self.step += 1
+    return {'loss': loss, 'grad_norm': gn, 'lr': lr}
+
+# %% ../nbs/09_train.ipynb #c38cfa21
+@patch
+def _read_stats(self:Trainer, reset:bool=True) -> dict:
+    "The steps' summed statistics (all ranks), read back from the device; stop the run if a loss or gradient was not finite."
+    st = self.stats
+    sums, bad = torch.stack([st.loss, st.n]), st.first_bad.clone()
+    if self.world > 1: dist.all_reduce(sums); dist.all_reduce(bad, dist.ReduceOp.MAX)
+    v = torch.cat([sums.double(), st.grad_norm.double()[None], bad.double()]).tolist() # the one wait for the GPU
+    if v[3] >= 0: self._stop('the loss is not finite (NaN or infinity)', int(v[3]))
+    if v[4] >= 0: self._stop('the gradient norm is not finite (NaN or infinity)', int(v[4]))
+    if reset: st.loss.zero_(); st.n.zero_()
+    return dict(loss=v[0] / max(v[1], 1), grad_norm=v[2]) # the mean over the steps and the ranks
+
+@patch
+def _stop(self:Trainer, what:str, step:int):
+    "Stop the run on a numerical failure at `step`, pointing at the last good checkpoint."
     where = (f"the last good checkpoint is {self.last_ckpt} (step {int(self.last_ckpt.stem.split('_')[-1])})" if self.last_ckpt
              else "no checkpoint was written yet")
-    raise FloatingPointError(f"step {self.step}: {what}; stopping without saving. {where}; "
+    raise FloatingPointError(f"step {step}: {what}; stopping without saving. {where}; "
                              f"resume from it, or start a new run with a lower lr, a smaller grad_clip or precision='fp32'")
 
-Trainer._step_draws, Trainer.train_step, Trainer._stop = _step_draws, _train_step, _stop
+# %% ../nbs/09_train.ipynb #9c413ad5
+@dataclass
+class _Captured:
+    "A recorded training step: the graph, the buffers it reads, the tensors it writes, the shapes it was recorded for."
+    graph: object # torch.cuda.CUDAGraph
+    inputs: dict # name -> static buffer: x0, K, c2w, t, noise
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    shapes: tuple
+
+@patch(as_prop=True)
+def capturing(self:Trainer) -> bool:
+    "Whether steps are captured and replayed: on one CUDA device, unless `config.eager` (or capture failed)."
+    return self.device.type == 'cuda' and self.world == 1 and not self.config.eager and not getattr(self, '_no_capture', None)
+
+@patch
+def _snapshot(self:Trainer) -> tuple:
+    "Copies of everything a step changes: weights, EMA, optimizer state, stats."
+    tensors = [*self.model.state_dict().values(), *self.ema.shadow.values(),
+               *(getattr(self.stats, k) for k in ('loss', 'n', 'grad_norm', 'first_bad'))]
+    opt = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in self.opt.state.items()}
+    return [(x, x.clone()) for x in tensors], opt
+
+@patch
+def _restore(self:Trainer, saved:tuple):
+    "Put back a `_snapshot` in place (the tensors keep their addresses); optimizer state made since starts afresh (zeros)."
+    pairs, opt = saved
+    with torch.no_grad():
+        for x, v in pairs: x.copy_(v)
+        for p, st in self.opt.state.items():
+            for k, v in st.items():
+                if torch.is_tensor(v): v.copy_(opt[p][k]) if p in opt else v.zero_()
+
+# %% ../nbs/09_train.ipynb #8751b9ae
+@patch
+def _capture(self:Trainer, **inputs) -> _Captured:
+    "Record `_step_body` on static copies of `inputs` as one CUDA graph, after warm-up steps whose effects are undone."
+    self.graph = None # an earlier graph (other shapes) is freed first
+    inputs = {k: v.clone() for k, v in inputs.items()}
+    saved, seed = self._snapshot(), _mix(self.config.seed, 4, self.step, self.rank)
+    main, side = torch.cuda.current_stream(self.device), torch.cuda.Stream(self.device)
+    try:
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            for _ in range(2): # compiles the kernels, makes the optimizer's state and the libraries' workspaces
+                self.opt.zero_grad(set_to_none=True)
+                self._step_body(**inputs)
+        main.wait_stream(side)
+        self._restore(saved)
+        torch.manual_seed(seed) # the warm-up used this step's draws
+        self.opt.zero_grad(set_to_none=True) # the gradients are made inside the graph, in its memory
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loss, gn = self._step_body(**inputs)
+    except BaseException:
+        main.wait_stream(side)
+        self._restore(saved)
+        torch.manual_seed(seed)
+        raise
+    return _Captured(graph, inputs, loss, gn, tuple(v.shape for v in inputs.values()))
+
+@patch
+def _replay(self:Trainer, x0, K, c2w, t, noise) -> tuple:
+    "Copy the step's inputs into the graph's buffers and replay it (recording it first); eager if recording fails."
+    inputs = dict(x0=x0, K=K, c2w=c2w, t=t, noise=noise)
+    if self.graph is None or self.graph.shapes != tuple(v.shape for v in inputs.values()):
+        try: self.graph = self._capture(**inputs)
+        except RuntimeError as e: # e.g. an operation that cannot be captured on this PyTorch: run the step as it is
+            warnings.warn(f"the training step could not be captured as a CUDA graph, so it runs eagerly: {e}")
+            self._no_capture, self.graph = str(e), None
+            self.opt.zero_grad(set_to_none=True)
+            return self._step_body(**inputs)
+    for k, v in inputs.items(): self.graph.inputs[k].copy_(v, non_blocking=True)
+    self.graph.graph.replay()
+    return self.graph.loss, self.graph.grad_norm
 
 # %% ../nbs/09_train.ipynb #6522b6ee
-def _save(self:Trainer) -> Path:
-    "Write a training checkpoint for the current step (rank 0) and prune old ones."
+@patch
+def save(self:Trainer) -> Path:
+    "Write a training checkpoint for the current step (rank 0) and prune old ones; never one of a run that failed."
+    self._read_stats(reset=False) # stops the run (and writes nothing) if a step since the last check was not finite
     path = self.out / 'checkpoints' / f'step_{self.step:07d}.safetensors'
     if self.rank == 0:
-        save_checkpoint(path, self.model, ema=self.ema.state_dict(), optimizer=self.opt,
+        opt = self.opt.state_dict()
+        opt['param_groups'] = [{**g, 'lr': float(g['lr'])} for g in opt['param_groups']] # a number in the file, whatever the form
+        save_checkpoint(path, self.model, ema=self.ema.state_dict(), optimizer=opt,
                         state={'step': self.step, 'seed': self.config.seed, 'world_size': self.world}, overwrite=True)
         for old in checkpoints(self.out)[:-self.config.keep_ckpts]: old.unlink()
     self.last_ckpt = path
     return path
 
-def _log(self:Trainer, record:dict):
+@patch
+def log(self:Trainer, record:dict):
     "Append one JSON line to the run's log (rank 0)."
     if self.rank != 0: return
     with open(self.out / 'log.jsonl', 'a') as f: f.write(json.dumps(record) + '\n')
 
-Trainer.save, Trainer.log = _save, _log
-
 # %% ../nbs/09_train.ipynb #d225c5a9
 GRID_TS = (50, 250, 500, 900)
 
+@patch
 @torch.no_grad()
-def _grid(self:Trainer, path:str|Path|None=None) -> Path:
+def grid(self:Trainer, path:str|Path|None=None) -> Path:
     "Draw the single-step predictions and novel views of the EMA model; write a PNG (rank 0)."
     path = Path(path) if path is not None else self.out / 'grids' / f'step_{self.step:07d}.png'
     model = RenderDiffusion(self.config.model).to(self.device).eval()
@@ -452,26 +677,32 @@ def _grid(self:Trainer, path:str|Path|None=None) -> Path:
     plt.close(fig)
     return path
 
-Trainer.grid = _grid
-
 # %% ../nbs/09_train.ipynb #75f1b682
-def _fit(self:Trainer) -> Path:
+@patch
+def _batches(self:Trainer):
+    "This rank's batches from the current step on: fresh procedural scenes, or a data set through a `DataLoader`."
+    c = self.config
+    if isinstance(self.dataset, ProceduralScenes): return self.dataset.batches(c.batch_size, self.step, c.steps, self.rank, self.world)
+    sampler = StepBatches(self.n_data, c.batch_size, c.seed, self.step, c.steps, self.rank, self.world)
+    return DataLoader(self.dataset, batch_sampler=sampler, num_workers=c.num_workers, collate_fn=collate,
+                      pin_memory=self.device.type == 'cuda') # page-locked batches: their copies to the GPU do not wait
+
+@patch
+def fit(self:Trainer) -> Path:
     "Train to `config.steps`; return the final checkpoint."
     c = self.config
-    loader = DataLoader(self.dataset, batch_sampler=StepBatches(self.n_data, c.batch_size, c.seed, self.step, c.steps, self.rank, self.world),
-                        num_workers=c.num_workers, collate_fn=collate, pin_memory=self.device.type == 'cuda')
     bar = tqdm(total=c.steps, initial=self.step, desc='train', disable=not c.progress or self.rank != 0, dynamic_ncols=True)
-    t0, s0, losses = time.perf_counter(), self.step, []
+    t0, s0 = time.perf_counter(), self.step
     try:
-        for x0, K, c2w in loader:
-            m = self.train_step(x0, K, c2w); losses.append(m['loss']); bar.update(1)
+        for x0, K, c2w in self._batches():
+            m = self.train_step(x0, K, c2w); bar.update(1)
             if self.step % c.log_every == 0 or self.step == c.steps:
-                if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
+                st = self._read_stats() # the loop's one wait for the GPU; stops the run if a step was not finite
                 dt = time.perf_counter() - t0
-                rec = {'step': self.step, 'loss': sum(losses) / len(losses), 'lr': m['lr'], 'grad_norm': m['grad_norm'],
+                rec = {'step': self.step, 'loss': st['loss'], 'lr': m['lr'], 'grad_norm': st['grad_norm'],
                        'images_per_s': (self.step - s0) * c.batch_size / dt, 'time': time.time()}
                 self.log(rec); bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-                t0, s0, losses = time.perf_counter(), self.step, []
+                t0, s0 = time.perf_counter(), self.step
             if self.step % c.ckpt_every == 0 or self.step == c.steps: self.save()
             if c.grid_every and self.rank == 0 and (self.step % c.grid_every == 0 or self.step == c.steps): self.grid()
         if self.last_ckpt is None or self.last_ckpt.name != f'step_{self.step:07d}.safetensors': self.save()
@@ -481,11 +712,36 @@ def _fit(self:Trainer) -> Path:
         if self._own_pg: dist.destroy_process_group()
     return self.last_ckpt
 
-Trainer.fit = _fit
-
 # %% ../nbs/09_train.ipynb #297441c0
 def train(config:TrainConfig|str, # The run (or a preset name)
           dataset:Dataset|None=None, # Use this data set instead of opening `config.data`
          ) -> Path: # The final checkpoint
     "Train a RenderDiffusion model as `config` says (one process, or one rank of a torchrun job)."
     return Trainer(config, dataset).fit()
+
+# %% ../nbs/09_train.ipynb #f6554c7a
+def chroma(rgb:torch.Tensor, # (B, 3, H, W) colours in [0, 1]
+          ) -> torch.Tensor: # (B, H, W) distance of each pixel's colour from the grey axis
+    "How far from grey each pixel is: the norm of its colour minus its mean over r, g, b."
+    return (rgb - rgb.mean(1, keepdim=True)).norm(dim=1)
+
+def overfit_check(model:RenderDiffusion, # A fresh (untrained) model; trained in place
+                  family:str='clevr1', # A procedural family of the data module
+                  n:int=4, # Training scenes (view 0 each)
+                  steps:int=200, # Adam steps on all n at once, t = 0
+                  lr:float=3e-3, # Adam's learning rate
+                  seed:int=0, # Seeds the jitter
+                 ) -> dict: # 'psnr', 'chroma' and 'chroma_true' (object pixels), 'pred' and 'truth' (n, 3, H, W) in [0, 1]
+    "Fit `model` to `n` training scenes at t = 0 and measure what it gives back: PSNR and the objects' chroma."
+    S = model.config.image_size
+    d = render_scenes(family, torch.arange(n), views=1, res=S, device='cpu')
+    x0, obj = d['image'][:, 0], d['object_mask'][:, 0, 0] > 0.5
+    cams, t = Cameras(d['K'][:, 0], d['c2w'][:, 0], S, S), torch.zeros(n, dtype=torch.long)
+    model, opt, g = model.cpu().train(), torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        loss, _ = x0_loss(model, x0, cams, t, torch.zeros_like(x0), jitter=True, generator=g)
+        opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad(): pred = to_unit(model.eval()(x0, t, cams)['x0_hat'])
+    truth = to_unit(x0)
+    psnr = -10 * torch.log10((pred - truth).square().mean()).item()
+    return dict(psnr=psnr, chroma=chroma(pred)[obj].mean().item(), chroma_true=chroma(truth)[obj].mean().item(), pred=pred, truth=truth)

@@ -254,3 +254,75 @@ def test_init_from_checkpoint(tmp_path, data16):
     for k, v in tr.model.state_dict().items(): assert torch.equal(v, ema[k].to(v.device)), k
     assert any(not torch.equal(v.to(first.device), first.model.state_dict()[k]) for k, v in ema.items() if v.is_floating_point())
     with pytest.raises(ValueError, match='another config'): Trainer(micro_config(tmp_path / 'c', data16, init=str(ck), model=model_config(MICRO, decoder_hidden=16)))
+
+
+class NanAfter(Dataset):
+    "A data set whose images turn NaN after its first `n` reads (a fault planted in the middle of a run)."
+    def __init__(self, ds, n): self.ds, self.n, self.reads = ds, n, 0
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        self.reads += 1
+        item = dict(self.ds[i])
+        if self.reads > self.n: item['image'] = item['image'] * float('nan')
+        return item
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA'))])
+def test_nan_mid_run_stops_at_the_next_check(tmp_path, data16, device):
+    "NaN data from step 5 on: the step reads nothing back, so the run stops at the next check (the checkpoint at step 6, before the log at 8), naming step 5 and the step-3 checkpoint."
+    tr = Trainer(micro_config(tmp_path / 'r', data16, steps=20, log_every=4, ckpt_every=3, device=device), NanAfter(SceneDataset(data16), 0))
+    tr.dataset.reads, tr.dataset.n = 0, 5 * 2  # five good steps of two images
+    with pytest.raises(FloatingPointError, match=r'(?s)step 5: the loss is not finite.*last good checkpoint is .*step_0000003\.safetensors \(step 3\)'):
+        tr.fit()
+    assert tr.step == 6 and sorted(p.name for p in (tmp_path / 'r' / 'checkpoints').iterdir()) == ['step_0000003.safetensors']
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs need a GPU')
+
+
+@cuda
+def test_captured_steps_match_eager_and_never_wait(tmp_path):
+    "Five steps replayed from a CUDA graph give the eager run's losses and weights (same draws; the renderer's atomics add rounding), and a replayed step never synchronises with the host."
+    runs = {}
+    for mode in ('eager', 'captured'):
+        tr = Trainer(micro_config(tmp_path / mode, 'procedural:chairs', steps=5, device='cuda', eager=mode == 'eager'))
+        losses = []
+        for i, batch in enumerate(tr._batches()):
+            if mode == 'captured' and i == 1: torch.cuda.set_sync_debug_mode('error')  # after the recording step
+            try: losses.append(tr.train_step(*batch)['loss'].clone())
+            finally: torch.cuda.set_sync_debug_mode('default')
+        runs[mode] = torch.stack(losses).cpu(), torch.cat([p.detach().flatten() for p in tr.model.parameters()]).cpu(), tr
+    (le, we, e), (lc, wc, c) = runs['eager'], runs['captured']
+    assert e.graph is None and c.graph is not None
+    torch.testing.assert_close(lc, le, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(wc, we, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(c.ema.shadow['decoder.fc2.weight'], e.ema.shadow['decoder.fc2.weight'], rtol=1e-3, atol=1e-4)
+    assert not torch.equal(we, torch.cat([p.detach().flatten().cpu() for p in Trainer(
+        micro_config(tmp_path / 'fresh', 'procedural:chairs', device='cuda')).model.parameters()]))  # the steps did train
+
+
+@cuda
+def test_captured_run_checkpoints_and_resumes(tmp_path):
+    "A captured run saves (learning rate and step counters as numbers in the file) and a resumed captured run continues from it."
+    train(micro_config(tmp_path / 'r', 'procedural:chairs', steps=4, ckpt_every=2, device='cuda'))
+    ck = load_checkpoint(tmp_path / 'r' / 'checkpoints' / 'step_0000004.safetensors')
+    assert ck.state['step'] == 4 and isinstance(ck.optimizer['param_groups'][0]['lr'], float)
+    tr = Trainer(run_config(tmp_path / 'r', steps=6))
+    assert tr.step == 4 and tr.opt.param_groups[0]['capturable'] and tr.opt.param_groups[0]['lr'].is_cuda
+    tr.fit()
+    assert tr.graph is not None and load_checkpoint(tr.last_ckpt).state['step'] == 6
+
+
+def test_overfit_check_fails_with_the_old_decoder_start():
+    "Four clevr1 scenes fitted at t = 0 come back with their PSNR and colours with the decoder's start, and without them when its last layer starts 100x smaller (seed 1; the page shows seed 0)."
+    from renderdiffusion_nb.train import overfit_check
+    from renderdiffusion_nb.model import RenderDiffusion
+    fits = {}
+    for start in ('standard', 'old'):
+        torch.manual_seed(1)
+        m = RenderDiffusion(model_config('tiny', image_size=24, triplane_res=24, n_coarse=8, n_fine=8))
+        if start == 'old':
+            with torch.no_grad(): m.decoder.fc2.weight.mul_(0.01); m.decoder.fc2.bias.zero_()
+        fits[start] = overfit_check(m, seed=1)
+    ok = {k: (f['psnr'] > 22.8, f['chroma'] > 2 / 3 * f['chroma_true']) for k, f in fits.items()}
+    assert ok == {'standard': (True, True), 'old': (False, False)}, {k: (f['psnr'], f['chroma'], f['chroma_true']) for k, f in fits.items()}
