@@ -9,6 +9,7 @@ import math
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,18 +19,23 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'finite_check', 'start_checks', 'raise_failed',
-           'to_unit', 'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'atomic_write', 'save_image', 'load_image',
-           'save_gif', 'show_images']
+           'check_count', 'to_unit', 'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'ImageRangeWarning',
+           'as_model_image', 'atomic_write', 'save_image', 'load_image', 'save_gif', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
-def get_device(device:str|torch.device|None=None, # `None` or 'auto' picks CUDA when available, else CPU
+def get_device(device:str|torch.device|None=None, # None or 'auto' (CUDA when there is a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'
               ) -> torch.device:
-    "The `torch.device` to use, checking that a requested CUDA device exists."
+    "The `torch.device` to use: one of the kinds this library supports (CPU, CUDA) that this machine has."
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    want = "None, 'auto', 'cpu', 'cuda' or 'cuda:N'"
     try: dev = torch.device(device)
-    except (RuntimeError, TypeError) as e: raise ValueError(f"device must be None, 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from e
+    except (RuntimeError, TypeError) as e: raise ValueError(f"device must be {want}, got {device!r}") from e
+    if dev.type not in ('cpu', 'cuda'): raise ValueError(f"device must be {want} (this library runs on CPUs and CUDA GPUs), got {device!r}")
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for, but this machine has no CUDA GPU; use device='cpu'")
+        raise RuntimeError(f"device {device!r} was asked for, but this machine has no CUDA GPU; use device='cpu' (or None to choose)")
+    n = torch.cuda.device_count() if dev.type == 'cuda' else 0
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= n:
+        raise ValueError(f"device {device!r} was asked for, but this machine has {n} CUDA GPU(s): cuda:0 to cuda:{n - 1}")
     return dev
 
 # %% ../nbs/00_core.ipynb #1ec74733
@@ -106,6 +112,19 @@ def raise_failed(checks:list, # (tensor, message function) pairs, as for `start_
     "Read all the checks back from the device at once (one wait) and raise `ValueError` for the first that failed."
     start_checks(checks)()
 
+# %% ../nbs/00_core.ipynb #b451d492
+def check_count(value, # The count given
+                name:str, # Its name in messages
+                default:int|None=None, # What None stands for (None: a count is required)
+                most:int|None=None, # The most there is room for: a larger count is capped to it
+               ) -> int:
+    "A count argument as a positive int: None gives `default`, more than `most` gives `most`, anything else a clear error."
+    if value is None and default is not None: value = default
+    want = f"{name} must be a positive int" + ('' if default is None else f" or None (for {default})")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)): raise TypeError(f"{want}, got {value!r}")
+    if value < 1: raise ValueError(f"{want}, got {value!r}")
+    return int(value) if most is None else min(int(value), most)
+
 # %% ../nbs/00_core.ipynb #63acdbb9
 def to_unit(x:torch.Tensor, # Image(s) in [-1, 1]
            ) -> torch.Tensor: # Same shape, in [0, 1]
@@ -132,12 +151,49 @@ def to_pil(x:torch.Tensor, # (3, H, W) in [-1, 1]
     a = to_uint8(x)
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
-def from_pil(img:Image.Image, # Any PIL image; converted to RGB
+def _pil_uint8(img:Image.Image, # Any PIL image
+               mode:str='RGB', # 'RGB' or 'RGBA'
+              ) -> np.ndarray: # (H, W, 3 or 4) uint8
+    "A PIL image of any mode as 8-bit `mode`: 16-bit greys are scaled to 0..255, not clipped at 255."
+    if img.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):
+        img = Image.fromarray((np.asarray(img).astype(np.float64) * (255 / 65535)).clip(0, 255).round().astype(np.uint8))
+    elif img.mode == 'F': raise ValueError("a 32-bit float image file has no fixed value range: save it with 8 or 16 bits per channel")
+    return np.asarray(img.convert(mode), dtype=np.uint8).copy()
+
+def from_pil(img:Image.Image, # Any PIL image (8 or 16 bits per channel); converted to RGB
             ) -> torch.Tensor: # (3, H, W) float32 in [-1, 1]
     "A PIL image as a model-space tensor."
     if not isinstance(img, Image.Image): raise TypeError(f"from_pil takes a PIL image, got {type(img).__name__}")
-    a = torch.from_numpy(np.asarray(img.convert('RGB'), dtype=np.uint8).copy())
-    return to_signed(a.permute(2, 0, 1).float() / 255)
+    return to_signed(torch.from_numpy(_pil_uint8(img)).permute(2, 0, 1).float() / 255)
+
+# %% ../nbs/00_core.ipynb #0f860de9
+class ImageRangeWarning(UserWarning):
+    "A float image handed in has no value below 0: most likely a [0, 1] image where [-1, 1] is expected."
+
+def as_model_image(x, # (..., 3, H, W) image(s), uint8 in 0..255 or float in [-1, 1]: a tensor or a NumPy array
+                   name:str='image', # Its name in messages
+                   tol:float=0.1, # How far outside [-1, 1] a float value may lie (resampling overshoots)
+                   where:torch.Tensor|None=None, # Bool, broadcast to x: check only these values (inpainting ignores the rest)
+                   warn:bool=True, # Warn when no value is below 0 (off for predictions, which may be a plain white image)
+                  ) -> torch.Tensor: # Float in [-1, 1]: uint8 converted, a valid float image returned as it is
+    "Check the value range of images a user hands in: convert uint8 to the model's [-1, 1], refuse or warn about the rest."
+    if isinstance(x, np.ndarray): x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(x).__name__} (load_image and from_pil read files and PIL images)")
+    if x.dtype == torch.uint8: return x.float() / 127.5 - 1
+    if not x.is_floating_point(): raise TypeError(f"{name} must be uint8 (0..255) or floating point in [-1, 1], got dtype {x.dtype}")
+    v = x.detach() if where is None else x.detach()[where.to(x.device).expand_as(x)]
+    if v.numel() == 0: return x
+    lo, hi = torch.stack(torch.aminmax(v)).float().tolist() # one read-back; NaN and infinity come through
+    if not (math.isfinite(lo) and math.isfinite(hi)): raise ValueError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
+    seen = f"its values span [{lo:.3g}, {hi:.3g}]"
+    if hi > 1 + tol and lo >= -tol and hi <= 255 + tol:
+        raise ValueError(f"{name} looks like a 0..255 image ({seen}), but a float image must lie in [-1, 1]: pass it as uint8, or as x / 127.5 - 1")
+    if lo < -1 - tol or hi > 1 + tol: raise ValueError(f"{name} must lie in [-1, 1] (give or take {tol}), but {seen}")
+    if warn and lo >= 0:
+        warnings.warn(f"{name} has no value below 0 ({seen}): it looks like a [0, 1] image, but the model takes [-1, 1]; pass to_signed(x), "
+                      "that is x * 2 - 1 (if it really is a bright [-1, 1] image, silence this ImageRangeWarning)", ImageRangeWarning, stacklevel=2)
+    return x
 
 # %% ../nbs/00_core.ipynb #a9370549
 @contextlib.contextmanager

@@ -705,13 +705,16 @@ class SceneDataset(MultiViewDataset):
         super().__init__(cat('image'), cat('K'), cat('c2w'), cat('depth'), cat('mask'), cat('object_mask'), monocular)
         self.family, self.split, self.index, self.background = p['family'], p['split'], cat('index'), tuple(self.manifest['background'])
 
+# %% ../nbs/03_data.ipynb #e2252bd0
+from .core import _pil_uint8, as_model_image
+
 # %% ../nbs/03_data.ipynb #94f9f006
 def _check_scene(scene):
     "Check an exported scene dict; return its `Cameras` and image."
     if not isinstance(scene, dict) or 'image' not in scene or 'cameras' not in scene: raise TypeError("a scene must be a dict with 'image' (V, 3, H, W) and 'cameras'")
     cams = scene['cameras']
-    check_tensor(scene['image'], 'image', (len(cams), 3, cams.H, cams.W), floating=True)
-    return cams, scene['image']
+    check_tensor(scene['image'], 'image', (len(cams), 3, cams.H, cams.W))
+    return cams, as_model_image(scene['image'], 'image')
 
 def _fmt(x): return ' '.join(f'{float(v):.9g}' for v in x)
 
@@ -735,18 +738,18 @@ def export_srn(scene:dict, # image (V, 3, H, W) in [-1, 1] and cameras (one K fo
     return d
 
 def _load_rgb(path, background=None, size=None):
-    "(3, H, W) image in [-1, 1] and (1, H, W) alpha from a PNG, composited on `background` when it has alpha."
-    img = Image.open(path)
-    if size is not None and img.size != (size[1], size[0]): img = img.resize((size[1], size[0]), Image.BICUBIC)
-    a = torch.from_numpy(np.asarray(img.convert('RGBA'), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
-    rgb, alpha = a[:3], a[3:]
-    if background is not None: rgb = rgb * alpha + torch.tensor(background, dtype=torch.float32)[:, None, None] * (1 - alpha)
-    return to_signed(rgb), alpha
+    "(3, H, W) image in [-1, 1] and (1, H, W) alpha from an image file (8 or 16 bits), composited on `background` when it has alpha."
+    a = _pil_uint8(Image.open(path), 'RGBA') # 16-bit files scaled, not clipped
+    if size is not None and a.shape[:2] != tuple(size): a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BICUBIC))
+    a = torch.from_numpy(a.copy()).permute(2, 0, 1)
+    rgb, alpha = as_model_image(a[:3]), a[3:].float() / 255
+    if background is not None: rgb = rgb * alpha + to_signed(torch.tensor(background, dtype=torch.float32))[:, None, None] * (1 - alpha)
+    return rgb, alpha
 
 def read_srn(root:str|Path, # A scene folder (with rgb/) or a folder of scene folders
              res:int|None=None, # Resize images to res x res (intrinsics follow)
             ) -> list: # One dict per scene: name, image (V, 3, H, W) in [-1, 1], cameras
-    "Read scenes in the SRN / PixelNeRF layout."
+    "Read scenes in the SRN / PixelNeRF layout (8- or 16-bit PNGs)."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"no folder at {root}")
     dirs = [root] if (root / 'rgb').is_dir() else sorted(p for p in root.iterdir() if (p / 'rgb').is_dir())
@@ -800,10 +803,13 @@ def export_nerf_synthetic(scene:dict, # image (V, 3, H, W) in [-1, 1], cameras (
 
 def read_nerf_synthetic(root:str|Path, # Dataset folder with transforms_<split>.json
                         split:str='train', # Which transforms file
-                        background:tuple=BACKGROUND, # Colour to composite RGBA images on, in [0, 1]
+                        background:tuple=BACKGROUND, # Colour to composite RGBA images on: 3 numbers in [0, 1]
                         res:int|None=None, # Resize images to res x res (intrinsics follow)
                        ) -> dict: # name, image (V, 3, H, W) in [-1, 1], mask (V, 1, H, W) alpha, cameras
-    "Read a NeRF-synthetic split, converting its OpenGL cameras to ours."
+    "Read a NeRF-synthetic split (8- or 16-bit images), converting its OpenGL cameras to ours."
+    bg = tuple(background) if isinstance(background, (tuple, list)) else ()
+    if len(bg) != 3 or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in bg):
+        raise ValueError(f"background must be 3 numbers in [0, 1] (white is (1, 1, 1)), got {background!r}")
     path = Path(root) / f'transforms_{split}.json'
     if not path.is_file(): raise FileNotFoundError(f"no {path.name} in {root}")
     meta = json.loads(path.read_text())

@@ -5,6 +5,7 @@
 # %% ../nbs/13_evaluate.ipynb #79e6ba3f
 from __future__ import annotations
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm.auto import tqdm
 
-from .core import atomic_write, check_tensor, module_device, to_unit
+from .core import as_model_image, atomic_write, check_count, check_tensor, module_device, to_unit
 from .data import MultiViewDataset
 from .model import RenderDiffusion
 from .reconstruct import reconstruct
@@ -25,21 +26,23 @@ __all__ = ['COLUMNS', 'psnr', 'ssim', 'depth_mae', 'evaluate_reconstruction', 'm
 
 # %% ../nbs/13_evaluate.ipynb #1ef8ad8d
 def _pairs(pred, target):
-    "Both image batches checked and as (B, H, W, 3) float64 arrays in [0, 1]."
-    dims = check_tensor(target, 'target', ('B', 3, 'H', 'W'), floating=True)
-    check_tensor(pred, 'pred', ('B', 3, 'H', 'W'), dims=dims, floating=True, finite=True)
+    "Both image batches checked (shapes, and ranges as page 00's `as_model_image`) and as (B, H, W, 3) float64 arrays in [0, 1]."
+    dims = check_tensor(target, 'target', ('B', 3, 'H', 'W'))
+    check_tensor(pred, 'pred', ('B', 3, 'H', 'W'), dims=dims)
+    target = as_model_image(target, 'target')
+    pred = as_model_image(pred, 'pred', tol=math.inf, warn=False) # a prediction may overshoot, or be plain white: NaN and dtype are checked
     f = lambda x: to_unit(x.detach().double()).permute(0, 2, 3, 1).cpu().numpy()
     return f(pred), f(target)
 
-def psnr(pred:torch.Tensor, # (B, 3, H, W) in [-1, 1]
-         target:torch.Tensor, # (B, 3, H, W) in [-1, 1]
+def psnr(pred:torch.Tensor, # (B, 3, H, W) in [-1, 1] (or uint8)
+         target:torch.Tensor, # (B, 3, H, W) in [-1, 1] (or uint8)
         ) -> torch.Tensor: # (B,) dB
     "Peak signal-to-noise ratio of each image, on colours in [0, 1]."
     a, b = _pairs(pred, target)
     return torch.tensor([peak_signal_noise_ratio(y, x, data_range=1.0) for x, y in zip(a, b)])
 
-def ssim(pred:torch.Tensor, # (B, 3, H, W) in [-1, 1]
-         target:torch.Tensor, # (B, 3, H, W) in [-1, 1]
+def ssim(pred:torch.Tensor, # (B, 3, H, W) in [-1, 1] (or uint8)
+         target:torch.Tensor, # (B, 3, H, W) in [-1, 1] (or uint8)
         ) -> torch.Tensor: # (B,)
     "Structural similarity of each image (7x7 windows, colour channels averaged), on colours in [0, 1]."
     a, b = _pairs(pred, target)
@@ -75,8 +78,8 @@ def _scores(pred_rgb, pred_depth, scene, V):
 def evaluate_reconstruction(model:RenderDiffusion, # A trained denoiser
                             dataset:MultiViewDataset, # Held-out scenes with several views each (view 0 is the input)
                             t_r:int=0, # Noise level of the reconstruction
-                            n_scenes:int|None=None, # Evaluate the first n scenes (default: all)
-                            steps:int|None=None, # Reverse steps from t_r (see `reconstruct`)
+                            n_scenes:int|None=None, # Evaluate the first n scenes (None: all)
+                            steps:int|None=None, # Reverse steps from t_r (None: reconstruct's 20; more than t_r + 1 run t_r + 1)
                             generator:torch.Generator|None=None, # Source of the noise when t_r > 0
                             progress:bool=True, # Show a progress bar
                            ) -> dict: # mean input_/novel_ psnr, ssim, depth_mae, and n_scenes
@@ -84,7 +87,7 @@ def evaluate_reconstruction(model:RenderDiffusion, # A trained denoiser
     if not isinstance(dataset, MultiViewDataset): raise TypeError(f"dataset must be a MultiViewDataset, got {type(dataset).__name__}")
     S = model.config.image_size
     if (dataset.H, dataset.W) != (S, S): raise ValueError(f"the model is for {S}x{S} images, the dataset holds {dataset.H}x{dataset.W}")
-    n = min(n_scenes or dataset.n_scenes, dataset.n_scenes)
+    n = check_count(n_scenes, 'n_scenes', default=dataset.n_scenes, most=dataset.n_scenes)
     rows = []
     for s in tqdm(range(n), disable=not progress, desc=f'reconstruct t_r={t_r}', leave=False):
         scene = dataset.scene(s)
@@ -101,10 +104,10 @@ def mean_image(dataset:MultiViewDataset, # Training images (monocular items)
 
 def evaluate_floor(mean:torch.Tensor, # (3, H, W) the prediction for every view
                    dataset:MultiViewDataset, # Held-out scenes with several views each
-                   n_scenes:int|None=None, # Evaluate the first n scenes (default: all)
+                   n_scenes:int|None=None, # Evaluate the first n scenes (None: all)
                   ) -> dict: # mean input_/novel_ psnr and ssim, and n_scenes
     "Score the constant prediction `mean` on every view, as `evaluate_reconstruction` scores a model."
-    n = min(n_scenes or dataset.n_scenes, dataset.n_scenes)
+    n = check_count(n_scenes, 'n_scenes', default=dataset.n_scenes, most=dataset.n_scenes)
     rows = [_scores(mean.expand(dataset.n_views, -1, -1, -1), None, dataset.scene(s), dataset.n_views) for s in range(n)]
     return {**_summary(rows), 'n_scenes': n}
 
@@ -133,15 +136,16 @@ def encoder_features(model:RenderDiffusion, # The feature network: a model whose
 
 # %% ../nbs/13_evaluate.ipynb #15aa5a1d
 def evaluate_generation(model:RenderDiffusion, # The generator
-                        real:torch.Tensor, # (M, 3, H, W) held-out real images in [-1, 1]
-                        n:int=64, # Scenes to generate
+                        real:torch.Tensor, # (M, 3, H, W) held-out real images in [-1, 1] (or uint8)
+                        n:int=64, # Scenes to generate (None: 64)
                         family:str='clevr1', # Camera distribution of the generations
-                        steps:int=50, # DDIM steps
+                        steps:int=50, # DDIM steps (None: 50; more than T run T)
                         feature_model:RenderDiffusion|None=None, # Feature network (default: `model` itself)
                         generator:torch.Generator|None=None, # Source of randomness
                        ) -> dict: # 'fd', 'fd_real' (two halves of `real`), 'n', 'features'
     "Fréchet distance between generated and real images in a U-Net encoder's feature space."
-    check_tensor(real, 'real', ('M', 3, None, None), floating=True)
+    check_tensor(real, 'real', ('M', 3, None, None))
+    real, n = as_model_image(real, 'real'), check_count(n, 'n', default=64)
     if len(real) < 4: raise ValueError(f"need at least 4 real images, got {len(real)}")
     fm = feature_model or model
     fake = generate(model, n, family=family, steps=steps, generator=generator, progress=False)['images']
@@ -156,11 +160,15 @@ COLUMNS = [('family', 'family', '{}'), ('method', 'method', '{}'), ('t_r', 't_r'
            ('novel_depth_mae', 'novel depth MAE', '{:.3f}'), ('fd', 'gen. FD', '{:.2f}'), ('fd_real', 'FD real/real', '{:.2f}'), ('n_scenes', 'scenes', '{}')]
 
 def results_table(rows:list, # Dicts with some of the keys of `COLUMNS`
+                  columns:list|None=None, # Keys of `COLUMNS` to show, in its order (None: all)
                  ) -> str: # A Markdown table
     "The evaluation rows as a Markdown table; missing values are shown as '-'."
+    known = [k for k, _, _ in COLUMNS]
+    if columns is not None and set(columns) - set(known): raise ValueError(f"unknown columns {sorted(set(columns) - set(known))}; expected some of {known}")
+    cols = [c for c in COLUMNS if columns is None or c[0] in columns]
     cell = lambda r, k, f: f.format(r[k]) if r.get(k) is not None else '-'
-    lines = ['| ' + ' | '.join(h for _, h, _ in COLUMNS) + ' |', '|' + ' --- |' * len(COLUMNS)]
-    return '\n'.join(lines + ['| ' + ' | '.join(cell(r, k, f) for k, _, f in COLUMNS) + ' |' for r in rows])
+    lines = ['| ' + ' | '.join(h for _, h, _ in cols) + ' |', '|' + ' --- |' * len(cols)]
+    return '\n'.join(lines + ['| ' + ' | '.join(cell(r, k, f) for k, _, f in cols) + ' |' for r in rows])
 
 def write_results(rows:list, # Evaluation rows
                   out:str|Path, # Folder for results.md and results.json

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .core import check_tensor, module_device, save_gif
+from .core import check_count, check_tensor, module_device, save_gif
 from .cameras import Cameras, orbit_cameras, sample_cameras
 from .data import get_family
 from .model import RenderDiffusion
@@ -35,15 +35,16 @@ def generate(model:RenderDiffusion, # A trained denoiser
              n:int, # Number of scenes
              cameras:Cameras|None=None, # n cameras to generate from (default: drawn from `family`)
              family:str='clevr1', # Data family whose camera distribution to draw from when `cameras` is None
-             steps:int=50, # Reverse steps (respaced from the model's T)
+             steps:int=50, # Reverse steps, respaced from the model's T (None: 50; more than T run T)
              sampler:str='ddim', # 'ddim' or 'ddpm'
              eta:float=0.0, # DDIM noise scale (0: deterministic given the start noise)
              generator:torch.Generator|None=None, # Source of all randomness
-             batch_size:int=16, # Scenes per chunk, bounds memory
+             batch_size:int=16, # Scenes per chunk, bounds memory (None: 16)
              progress:bool=True, # Show a progress bar
             ) -> dict: # 'images' (n, 3, H, W) in [-1, 1], 'planes' (n, 3, C, R, R), 'cameras'
     "Generate `n` scenes: images and the triplanes they render."
-    if not isinstance(n, int) or n < 1: raise ValueError(f"n must be a positive int, got {n!r}")
+    n, batch_size = check_count(n, 'n'), check_count(batch_size, 'batch_size', default=16)
+    steps = check_count(steps, 'steps', default=50, most=model.schedule.T)
     dev, S = module_device(model), model.config.image_size
     if cameras is None: cameras = family_cameras(family, n, S, generator=generator)
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .core import check_tensor, module_device
+from .core import as_model_image, check_count, check_tensor, module_device
 from .cameras import Cameras
 from .model import RenderDiffusion
 
@@ -58,11 +58,12 @@ def _check_mask(mask, image):
 
 # %% ../nbs/12_inpaint.ipynb #041be9f5
 def repaint_timeline(steps:int, # K, respaced reverse steps
-                     resample:int=1, # r: times each stretch is denoised (1: no resampling)
-                     jump:int=10, # j: length of a stretch, in steps
+                     resample:int=1, # r: times each stretch is denoised (None: 1, no resampling)
+                     jump:int=10, # j: length of a stretch, in steps (None: 10; more than K - 1 run K - 1)
                     ) -> list: # step indices from K-1 down to -1, with the jumps back up
     "RePaint's sequence of (respaced) steps: down `jump`, back up `jump`, `resample` times per stretch."
-    if resample < 1 or jump < 1: raise ValueError(f"resample and jump must be >= 1, got {resample} and {jump}")
+    steps, resample = check_count(steps, 'steps'), check_count(resample, 'resample', default=1)
+    jump = check_count(jump, 'jump', default=10, most=max(1, steps - 1))
     left = {k: resample - 1 for k in range(0, steps - jump, jump)}
     k, ts = steps, []
     while k >= 1:
@@ -75,23 +76,25 @@ def repaint_timeline(steps:int, # K, respaced reverse steps
 # %% ../nbs/12_inpaint.ipynb #fe949ad9
 @torch.no_grad()
 def inpaint(model:RenderDiffusion, # A trained denoiser
-            image:torch.Tensor, # (B, 3, H, W) images in [-1, 1]; values under the mask are ignored
+            image:torch.Tensor, # (B, 3, H, W) images, float in [-1, 1] or uint8; values under the mask are ignored
             mask:torch.Tensor, # (B or 1, 1, H, W) bool, True where pixels are missing
             cameras:Cameras, # B cameras of the images
-            steps:int=50, # Respaced reverse steps K
-            resample:int=1, # RePaint's r: 1 is plain replacement, more harmonises better
-            jump:int=10, # RePaint's j: steps per stretch between resamplings
+            steps:int=50, # Respaced reverse steps K (None: 50; more than T run T)
+            resample:int=1, # RePaint's r: 1 is plain replacement, more harmonises better (None: 1)
+            jump:int=10, # RePaint's j: steps per stretch between resamplings (None: 10; more than K - 1 run K - 1)
             generator:torch.Generator|None=None, # Source of all noise
             progress:bool=True, # Show a progress bar
            ) -> dict: # 'image' (B, 3, H, W) known pixels kept, 'render' (B, 3, H, W) the scene's rendering, 'planes' (B, 3, C, R, R)
     "Inpaint the masked pixels so that the image is a view of one 3D scene (RePaint with this denoiser)."
     S = model.config.image_size
-    check_tensor(image, 'image', ('B', 3, S, S), floating=True)
+    check_tensor(image, 'image', ('B', 3, S, S))
     known = ~_check_mask(mask, image)
+    image = as_model_image(image, 'image', where=known) # only the known pixels: the rest may hold anything
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != len(image): raise ValueError(f"got {len(image)} images but {len(cameras)} cameras")
     dev = module_device(model)
     x0, known, cams = torch.where(known, image, 0.).to(dev), known.to(dev), cameras.to(dev)
+    steps = check_count(steps, 'steps', default=50, most=model.schedule.T)
     sched = model.schedule.respace(steps)
     gdev = 'cpu' if generator is None or generator.device.type == 'cpu' else generator.device
     noise = lambda: torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
@@ -109,9 +112,9 @@ def inpaint(model:RenderDiffusion, # A trained denoiser
 
 # %% ../nbs/12_inpaint.ipynb #28b6d81e
 def inpaint_viewer(model:RenderDiffusion, # A trained denoiser
-                   image:torch.Tensor, # (1, 3, H, W) image in [-1, 1]
+                   image:torch.Tensor, # (1, 3, H, W) image, float in [-1, 1] or uint8
                    camera:Cameras, # Its camera
-                   steps:int=50, # Respaced reverse steps
+                   steps:int=50, # Respaced reverse steps (None: 50; more than T run T)
                    seed:int=0, # Seed of the noise
                   ):
     "An ipywidgets tool: sliders place a box, the button inpaints it; result and a novel view are shown."
@@ -119,7 +122,8 @@ def inpaint_viewer(model:RenderDiffusion, # A trained denoiser
     from renderdiffusion_nb.generate import _png
     from renderdiffusion_nb.model import rotate_cameras
     S = model.config.image_size
-    check_tensor(image, 'image', (1, 3, S, S), floating=True)
+    check_tensor(image, 'image', (1, 3, S, S))
+    image, steps = as_model_image(image, 'image'), check_count(steps, 'steps', default=50, most=model.schedule.T)
     sl = {k: widgets.IntSlider(v, 0, S - 1, 1, description=k, continuous_update=False)
           for k, v in dict(top=S // 4, left=S // 4, height=S // 2, width=S // 3).items()}
     button, views = widgets.Button(description='Inpaint'), [widgets.Image(format='png', width=4 * S) for _ in range(3)]

@@ -11,7 +11,7 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from .core import atomic_write, check_tensor, module_device
+from .core import as_model_image, atomic_write, check_count, check_tensor, module_device
 from .cameras import Cameras
 from .data import render_scene
 from .triplane import TriplaneDecoder, sample_triplane
@@ -23,19 +23,21 @@ __all__ = ['OOD_VARIANTS', 'reconstruct', 'density_grid', 'export_mesh', 'recons
 # %% ../nbs/11_reconstruct.ipynb #7edcdd2f
 @torch.no_grad()
 def reconstruct(model:RenderDiffusion, # A trained denoiser
-                image:torch.Tensor, # (B, 3, H, W) input images in [-1, 1]
+                image:torch.Tensor, # (B, 3, H, W) input images: float in [-1, 1] or uint8
                 cameras:Cameras, # B cameras of the input images
                 t_r:int=0, # Noise level to reconstruct from: 0 (no noise) to T-1
-                steps:int|None=None, # Reverse steps from t_r to 0 (default 20; at most t_r + 1)
+                steps:int=20, # Reverse steps from t_r to 0 (None: 20; more than t_r + 1 run t_r + 1)
                 sampler:str='ddim', # 'ddim' (deterministic given the noise) or 'ddpm'
                 generator:torch.Generator|None=None, # Source of the noise
                ) -> dict: # 'planes' (B, 3, C, R, R), 'image' (B, 3, H, W) the input view re-rendered, 'x_tr' the noised input
     "Reconstruct the triplane of each image from its camera at noise level `t_r`."
     S, T = model.config.image_size, model.config.T
-    check_tensor(image, 'image', ('B', 3, S, S), floating=True, finite=True)
+    check_tensor(image, 'image', ('B', 3, S, S))
+    image = as_model_image(image, 'image')
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != len(image): raise ValueError(f"got {len(image)} images but {len(cameras)} cameras")
-    if not isinstance(t_r, int) or not 0 <= t_r < T: raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
+    if isinstance(t_r, bool) or not isinstance(t_r, int) or not 0 <= t_r < T: raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
+    steps = check_count(steps, 'steps', default=20, most=t_r + 1)
     dev = module_device(model)
     x, cams = image.to(dev), cameras.to(dev)
     x_tr = model.schedule.q_sample(x, t_r, generator=generator) if t_r > 0 else x
@@ -43,7 +45,7 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
     def x0_fn(x_t, t):
         last.update(model(x_t, t, cams))
         return last['x0_hat']
-    out, _ = model.schedule.denoise(x0_fn, tuple(x.shape), steps=min(steps or 20, t_r + 1), sampler=sampler,
+    out, _ = model.schedule.denoise(x0_fn, tuple(x.shape), steps=steps, sampler=sampler,
                                     x_start=x_tr, t_start=t_r, generator=generator)
     return {'planes': last['planes'], 'image': out, 'x_tr': x_tr}
 
@@ -91,23 +93,26 @@ def export_mesh(model:RenderDiffusion|TriplaneDecoder, # The model (or decoder) 
 
 # %% ../nbs/11_reconstruct.ipynb #3566d40a
 def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
-                          image:torch.Tensor, # (1, 3, H, W) input image in [-1, 1]
+                          image:torch.Tensor, # (1, 3, H, W) input image: float in [-1, 1] or uint8
                           camera:Cameras, # Its camera
                           novel:Cameras|None=None, # A camera to show the reconstruction from (default: `camera` turned 90 degrees)
-                          t_max:int=200, # Largest t_r on the slider
+                          t_max:int=200, # Largest t_r on the slider (None: 200; at most T-1)
+                          steps:int=20, # Reverse steps from each t_r (None: 20; fewer make the slider quicker)
                           seed:int=0, # Seed of the reconstruction noise
                          ):
     "An ipywidgets viewer: a t_r slider re-runs the reconstruction; input view and a novel view are shown."
     import ipywidgets as widgets
     from renderdiffusion_nb.generate import _png
     from renderdiffusion_nb.model import rotate_cameras
-    check_tensor(image, 'image', (1, 3, model.config.image_size, model.config.image_size), floating=True)
+    check_tensor(image, 'image', (1, 3, model.config.image_size, model.config.image_size))
+    image = as_model_image(image, 'image')
+    t_max, steps = check_count(t_max, 't_max', default=200, most=model.config.T - 1), check_count(steps, 'steps', default=20)
     novel = rotate_cameras(camera, 90) if novel is None else novel
     t_r = widgets.IntSlider(0, 0, t_max, 10, description='t_r', continuous_update=False)
     views = [widgets.Image(format='png', width=4 * model.config.image_size) for _ in range(3)] # two tiles each, at twice their size
     dev = module_device(model)
     def update(_=None):
-        rec = reconstruct(model, image, camera, t_r=t_r.value, generator=torch.Generator().manual_seed(seed))
+        rec = reconstruct(model, image, camera, t_r=t_r.value, steps=steps, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad(): out = model.render(rec['planes'], novel.to(dev))
         views[0].value = _png(rec['x_tr'][0].clamp(-1, 1), torch.zeros(1, *image.shape[-2:]))
         views[1].value = _png(rec['image'][0], torch.zeros(1, *image.shape[-2:]))
@@ -124,13 +129,14 @@ OOD_VARIANTS = {'as trained': {}, 'new floor colour': {'floor': (0.2, 0.35, 0.9)
 def tr_sweep(model:RenderDiffusion, # A trained denoiser
              family:str, # Data family of its test scenes
              t_rs:tuple=(0, 40, 100, 250), # Noise levels to reconstruct from
-             n_scenes:int=4, # Test scenes per variant
-             variants:dict|None=None, # name -> `render_scene` keyword arguments (default `OOD_VARIANTS`)
-             steps:int=5, # Reverse steps from each t_r
+             n_scenes:int=4, # Test scenes per variant (None: 4)
+             variants:dict|None=None, # name -> keyword arguments of render_scene (None: OOD_VARIANTS)
+             steps:int=5, # Reverse steps from each t_r (None: 5; more than t_r + 1 run t_r + 1)
              seed:int=0, # Test-scene seed and noise seed
             ) -> list: # rows: 'variant', 't_r', 'input_psnr', 'novel_psnr' (means over scenes)
     "Input-view and novel-view PSNR of reconstructions at each t_r, on test scenes and out-of-distribution variants."
     S, rows = model.config.image_size, []
+    n_scenes, steps = check_count(n_scenes, 'n_scenes', default=4), check_count(steps, 'steps', default=5)
     psnr = lambda a, b: (-10 * torch.log10(((a.cpu() - b) / 2).square().mean((1, 2, 3)))).mean().item()
     for name, kw in (OOD_VARIANTS if variants is None else variants).items():
         scenes = [render_scene(family, i, views=2, res=S, split='test', seed=seed, **kw) for i in range(n_scenes)]

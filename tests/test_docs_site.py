@@ -1,12 +1,15 @@
 """The built docs site (`make docs` -> _docs/) opened in headless Chromium, page by page.
 
 Per page: it loads with no console errors, it has a title and an H1, every image has loaded, every
-internal link resolves, and every function and class a module exports has its rendered signature on its page.
-One screenshot per page is saved under artifacts/docs/ for a person to look at.
+internal link resolves (to its page and, with a fragment, to that anchor on it), no table is wider than
+the text column, and every function and class a module exports has its rendered signature on its page.
+One screenshot per page is saved under artifacts/docs/ for a person to look at. The builder's own link
+checks are tested on a small made-up site.
 """
 import functools
 import http.server
 import importlib
+import importlib.util
 import inspect
 import re
 import threading
@@ -21,6 +24,25 @@ DOCS, NBS, SHOTS = ROOT / '_docs', ROOT / 'nbs', ROOT / 'artifacts' / 'docs'
 
 def page_of(nb: Path) -> Path:
     return DOCS / nb.relative_to(NBS).with_suffix('.html')
+
+
+def build_docs():
+    "tools/build_docs.py as a module."
+    spec = importlib.util.spec_from_file_location('build_docs', ROOT / 'tools' / 'build_docs.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+REFRESH = re.compile(r'http-equiv="refresh" content="0; url=([^"]+)"')
+
+
+@functools.lru_cache(maxsize=None)
+def anchors(path: Path) -> frozenset:
+    "The ids on a built page; a redirect page (nbdev's page names) stands for the page it redirects to."
+    text = path.read_text(encoding='utf-8')
+    m = REFRESH.search(text)
+    if m: return anchors((path.parent / m.group(1)).resolve())
+    return frozenset(re.findall(r'\sid="([^"]+)"', text))
 
 
 def notebooks():
@@ -77,6 +99,8 @@ def test_page_in_browser(nb, site, browser):
     for name in exported_names().get(path, []):
         sig = page.locator(f'[id="{name.lower()}"], [id="{name}"]')
         assert sig.count() >= 1, f"{path.name} has no rendered signature for the exported name {name}"
+    wide = page.evaluate("[...document.querySelectorAll('main .sd-table')].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.split('\\n')[0])")
+    assert not wide, f"tables wider than the text column on {path.name} (screens that hide scrollbars clip them): {wide}"
     hrefs = page.evaluate("[...document.querySelectorAll('a[href]')].map(a => a.href)")
     bad = []
     for href in hrefs:
@@ -84,6 +108,28 @@ def test_page_in_browser(nb, site, browser):
         if not href.startswith(site) or u.scheme not in ('http', 'https'): continue
         target = DOCS / unquote(u.path[len(urlparse(site).path):])
         if target.is_dir(): target = target / 'index.html'
-        if not target.exists(): bad.append(href)
+        if not target.exists() or (u.fragment and target.suffix == '.html' and unquote(u.fragment) not in anchors(target.resolve())): bad.append(href)
     assert not bad, f"internal links on {path.name} that do not resolve: {sorted(set(bad))}"
     page.close()
+
+
+def test_builder_points_api_links_at_notebooks():
+    bd = build_docs()
+    pages = {'core': Path('00_core.ipynb'), 'data': Path('03_data.ipynb')}
+    entries = {Path('00_core.ipynb'): {'show_images'}, Path('03_data.ipynb'): {'multiviewdataset'}}
+    text = ('[`show_images`](core.html#show_images), [`_as_hwc`](core.html#_as_hwc), '
+            '[`MultiViewDataset.from_scenes`](data.html#multiviewdataset.from_scenes), [x](other.html#y)')
+    assert bd.api_links(text, Path('tutorials/quickstart.ipynb'), pages, entries) == (
+        '[`show_images`](../00_core.ipynb#show_images), `_as_hwc`, '
+        '[`MultiViewDataset.from_scenes`](../03_data.ipynb#multiviewdataset), [x](other.html#y)')
+    sig = '### f\n\n```python\ndef f(\n    x:int, # A [`Cameras`](cameras.html#cameras), not `None`\n)\n```\n\n*Doc with `code`.*'
+    assert bd.plain_signatures(sig) == '### f\n\n```python\ndef f(\n    x:int, # A Cameras, not None\n)\n```\n\n*Doc with `code`.*'
+
+
+def test_builder_finds_broken_links(tmp_path):
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'a.html').write_text('<h2 id="there">x</h2><a href="b.html#gone">1</a> <a href="a.html#there">2</a> <a href="#there">3</a>'
+                                     '<a href="missing.html">4</a> <a href="https://example.org/x.html#y">5</a>')
+    (tmp_path / 'b.html').write_text('<p id="here">b</p><a href="sub/">6</a>')
+    (tmp_path / 'sub' / 'index.html').write_text('<a href="../b.html#here">7</a> <a href="../a.html#nowhere">8</a>')
+    assert build_docs().missing_anchors(tmp_path) == ['a.html: b.html#gone', 'a.html: missing.html', 'sub/index.html: ../a.html#nowhere']
