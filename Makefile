@@ -1,17 +1,18 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (every check CI runs).
-# Both create the virtual environment .venv when there is none.
+# Both create the virtual environment .venv when there is none: `make demo` installs the library, `make test` adds the dev extra.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LIB_STAMP := $(VENV)/.installed-lib
+DEV_STAMP := $(VENV)/.installed-dev
 ARTIFACTS ?= artifacts
 
-.PHONY: help venv torch browser export readme nbtest docs pytest test demo clean
+.PHONY: help venv lib torch browser export readme nbtest docs pytest test demo clean
 help:
-	@echo "make demo  - set up .venv and run the demo of the shipped models: outputs/index.html"
-	@echo "make test  - set up .venv, run every notebook, the export check, pytest tests/ and the docs browser check"
+	@echo "make demo  - set up .venv with the library and run the demo of the shipped models: outputs/index.html"
+	@echo "make test  - set up .venv with the dev tools, run every notebook, the export check, pytest tests/ and the docs browser check"
 	@echo "make docs  - build the docs site in _docs/ (Quarto when on PATH, else the offline builder)"
 
 $(BIN)/python:
@@ -28,12 +29,19 @@ torch: | $(BIN)/python
 	  $(BIN)/pip install -q "torch==$$($(BIN)/pip show torch | sed -n 's/^Version: //p')"; \
 	else $(BIN)/pip install -q 'torch>=2.4' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; fi
 
-$(STAMP): settings.ini setup.py | $(BIN)/python
+# The library alone (what `make demo` needs), or with the dev extra (Triton, JupyterLab, nbdev, the docs and test tools).
+$(LIB_STAMP): settings.ini setup.py | $(BIN)/python
 	$(MAKE) --no-print-directory torch
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e .
 	touch $@
 
-venv: $(STAMP)
+$(DEV_STAMP): settings.ini setup.py | $(BIN)/python
+	$(MAKE) --no-print-directory torch
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(LIB_STAMP)
+
+lib: $(LIB_STAMP)
+venv: $(DEV_STAMP)
 
 # The docs check drives the distribution's Chromium (no browser download).
 browser:
@@ -51,8 +59,11 @@ nbtest: venv
 docs: venv
 	$(BIN)/python tools/build_docs.py
 
+# nbs/index.ipynb is the docs site's home page (links relative to nbs/) and the README (links relative to the
+# repository root): the README's page links get the nbs/ prefix. setup.py makes them absolute for the package index.
 readme: venv
 	$(BIN)/jupyter nbconvert --log-level WARN --to markdown nbs/index.ipynb --output-dir . --output README
+	$(BIN)/python -c "import re, pathlib; p = pathlib.Path('README.md'); p.write_text(re.sub(r'(?<!!)\[([^]]*)\]\((?![a-z][a-z0-9+.-]*:|[#/])', r'[\1](nbs/', p.read_text(encoding='utf-8')), encoding='utf-8')"
 
 pytest: venv
 	$(BIN)/python -m pytest tests -q -rs --durations=10
@@ -62,7 +73,7 @@ test: venv browser
 	$(MAKE) --no-print-directory nbtest && $(MAKE) --no-print-directory docs && $(MAKE) --no-print-directory pytest || status=$$?; \
 	echo "make test took $$(( $$(date +%s) - start )) s"; exit $$status
 
-demo: venv
+demo: lib
 	@start=$$(date +%s); \
 	$(BIN)/rd-demo --out outputs; \
 	echo "make demo took $$(( $$(date +%s) - start )) s: open outputs/index.html (the docs site: make docs)"

@@ -1,43 +1,52 @@
 "Package metadata, read from `settings.ini` (the one place dependencies are declared)."
+import re
 from configparser import ConfigParser
 from pathlib import Path
 
 import setuptools
 
+here = Path(__file__).parent
 cfg = ConfigParser(delimiters=['='])
-cfg.read(Path(__file__).parent / 'settings.ini', encoding='utf-8')
+cfg.read(here / 'settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
-for key in 'version description keywords author author_email license min_python lib_name user'.split():
+for key in 'version description keywords author author_email license min_python lib_name user git_url branch'.split():
     if key not in cfg: raise ValueError(f"settings.ini is missing the key {key!r}")
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+spdx = {'apache2': 'Apache-2.0'} # nbdev's license names -> SPDX expressions; any other value is taken as one
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 py_versions = ['3.10', '3.11', '3.12', '3.13']
-lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
-min_python = cfg['min_python']
-requirements = cfg.get('requirements', '').split()
-dev_requirements = cfg.get('dev_requirements', '').split()
-console_scripts = cfg.get('console_scripts', '').split()
+lib, min_python = cfg['lib_name'], cfg['min_python']
+
+
+def absolute_links(md:str) -> str:
+    "README links relative to the repository as absolute ones (the package index shows the README without the repository's files)."
+    base = cfg['git_url'].rstrip('/')
+    def fix(m):
+        bang, text, target = m.groups()
+        if re.match(r'[a-z][a-z0-9+.-]*:|#|/', target): return m.group(0)
+        return f"{bang}[{text}]({base}/{'raw' if bang else 'blob'}/{cfg['branch']}/{target})"
+    return re.sub(r'(!?)\[([^\]]*)\]\(([^)\s]+)\)', fix, md)
+
 
 setuptools.setup(
-    name=cfg['lib_name'],
+    name=lib,
     version=cfg['version'],
-    license=lic[0],
-    classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
+    license_expression=spdx.get(cfg['license'].lower(), cfg['license']),
+    license_files=['LICENSE'],
+    classifiers=['Development Status :: ' + statuses[int(cfg['status']) - 1],
                  'Intended Audience :: ' + cfg['audience'].title(),
                  'Natural Language :: ' + cfg['language'].title()]
-                + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]]
-                + (['License :: ' + lic[1]] if lic[1] else []),
+                + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
-    include_package_data=True,
-    install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    packages=[lib, f'{lib}.weights'],
+    package_data={f'{lib}.weights': ['*.json', '*.safetensors', 'README.md']},
+    install_requires=cfg.get('requirements', '').split(),
+    extras_require={'dev': cfg.get('dev_requirements', '').split()},
     python_requires='>=' + min_python,
-    long_description=(Path(__file__).parent / 'README.md').read_text(encoding='utf-8'),
+    long_description=absolute_links((here / 'README.md').read_text(encoding='utf-8')),
     long_description_content_type='text/markdown',
     zip_safe=False,
-    entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
+    entry_points={'console_scripts': cfg.get('console_scripts', '').split(), 'nbdev': [f"{lib}={lib}._modidx:d"]},
     author=cfg['author'],
     author_email=cfg['author_email'],
     description=cfg['description'],

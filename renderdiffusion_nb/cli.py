@@ -4,23 +4,69 @@
 
 # %% ../nbs/14_cli.ipynb #c17662cb
 from __future__ import annotations
-import datetime
-import platform
+import linecache
+import re
+import sys
+from functools import wraps
+from pathlib import Path
 
-import torch
 from fastcore.script import call_parse
 
-from .core import get_device
-from .data import SceneDataset, make_dataset
-from .train import run_config, train, train_config
-from .model import load_model
-from .evaluate import (evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image, write_results)
+import renderdiffusion_nb
 
 # %% auto #0
-__all__ = ['rd_data', 'rd_train', 'rd_eval']
+__all__ = ['PACKAGE', 'FILE_ERRORS', 'raised_by_check', 'is_user_error', 'user_errors', 'resolve_checkpoint', 'rd_data',
+           'rd_train', 'rd_eval']
+
+# %% ../nbs/14_cli.ipynb #2a67d7b7
+PACKAGE = Path(renderdiffusion_nb.__file__).resolve().parent
+FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+def raised_by_check(e:BaseException) -> bool:
+    "Whether `e` comes from a `raise` statement in this package (one of its checks), not from another library or a failed operation."
+    tb = e.__traceback__
+    if tb is None: return False
+    while tb.tb_next is not None: tb = tb.tb_next
+    file = Path(tb.tb_frame.f_code.co_filename)
+    return file.resolve().is_relative_to(PACKAGE) and re.search(r'\braise\b', linecache.getline(str(file), tb.tb_lineno)) is not None
+
+def is_user_error(e:BaseException) -> bool:
+    "A file-system error, or an exception from one of this package's checks: worth one line, not a traceback."
+    return isinstance(e, FILE_ERRORS) or (isinstance(e, Exception) and raised_by_check(e))
+
+# %% ../nbs/14_cli.ipynb #4e731af3
+def user_errors(f):
+    "Command `f`, run as its console script, prints a user error as one line to stderr and exits with status 2; a bug keeps its traceback."
+    name = f.__name__.replace('_', '-')
+    @wraps(f)
+    def _f(*args, **kwargs):
+        try: return f(*args, **kwargs)
+        except Exception as e:
+            if Path(sys.argv[0]).name != name or not is_user_error(e): raise
+            print(f"{name}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+    return _f
+
+# %% ../nbs/14_cli.ipynb #e9fe0ca9
+def resolve_checkpoint(spec:str, # A checkpoint file, or the name of a shipped model (see `pretrained_models`)
+                      ) -> Path:
+    "The checkpoint file `spec` names: a file that exists, else a shipped model's weights (checked against its card)."
+    import hashlib
+    from renderdiffusion_nb.model import load_pretrained, pretrained_models, weights_dir
+    p = Path(spec)
+    if p.is_file(): return p
+    cards = pretrained_models()
+    if spec not in cards:
+        what = f"{spec!r} is a folder, not a checkpoint file" if p.is_dir() else f"no checkpoint file {spec!r}"
+        raise FileNotFoundError(f"{what}, and no shipped model has that name; shipped models: {', '.join(sorted(cards)) or 'none'}")
+    path = weights_dir() / cards[spec]['file']
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != cards[spec]['sha256']:
+        load_pretrained(spec, device='cpu') # raises its message for missing or corrupt weights
+    return path
 
 # %% ../nbs/14_cli.ipynb #024009c2
 @call_parse
+@user_errors
 def rd_data(family:str, # Scene family: clevr1, clevr3, chairs, cars or planes
             out:str, # Folder to write
             split:str='train', # 'train', 'val' or 'test'
@@ -33,11 +79,13 @@ def rd_data(family:str, # Scene family: clevr1, clevr3, chairs, cars or planes
             device:str=None, # 'cpu' or 'cuda' (default: CUDA when available)
            ):
     "Render a procedural data set of `n` scenes into `out`."
+    from renderdiffusion_nb.data import make_dataset
     path = make_dataset(family, split, n, res, out, views=views, seed=seed, overwrite=overwrite, device=device, supersample=supersample)
     print(f"{n} {family} scenes x {views} views at {res}x{res} in {path}")
 
 # %% ../nbs/14_cli.ipynb #d9c352b8
 @call_parse
+@user_errors
 def rd_train(data:str, # Data set folder written by rd-data (one view per scene is used)
              out:str, # Run folder (config, log, checkpoints, sample grids)
              config:str='small', # Training preset: tiny, small or base
@@ -47,13 +95,15 @@ def rd_train(data:str, # Data set folder written by rd-data (one view per scene 
              t_max:int=None, # Largest timestep trained on; 0 trains the deterministic baseline (no noise)
              t_power:float=None, # Timestep density: 1 uniform (the preset's), 2 draws low noise more often (see page 09)
              warmup:int=None, # Learning-rate warm-up steps (default: the preset's)
-             init:str=None, # Start from this checkpoint's weights (e.g. a shipped model) instead of random ones
+             init:str=None, # Start from this checkpoint's weights, or a shipped model's (e.g. chairs), instead of random ones
              ckpt_every:int=None, # Steps between checkpoints (default: the preset's)
              seed:int=None, # Seed of weights, data order and noise (default: the preset's)
              device:str=None, # 'cpu' or 'cuda' (default: CUDA when available)
              resume:bool=False, # Continue the run in `out` from its last checkpoint, with its own config
             ):
     "Train a RenderDiffusion model on a data set."
+    from renderdiffusion_nb.train import run_config, train, train_config
+    if init is not None: init = str(resolve_checkpoint(init))
     if resume:
         given = dict(data=data, steps=steps, ckpt_every=ckpt_every, device=device)
         cfg = run_config(out, **{k: v for k, v in given.items() if v is not None})
@@ -64,11 +114,12 @@ def rd_train(data:str, # Data set folder written by rd-data (one view per scene 
 
 # %% ../nbs/14_cli.ipynb #d7fea793
 @call_parse
-def rd_eval(checkpoint:str, # Model checkpoint to evaluate
+@user_errors
+def rd_eval(checkpoint:str, # Model checkpoint to evaluate, or a shipped model's name (e.g. chairs)
             data:str, # Held-out data set folder with several views per scene (rd-data --views 4 --split test)
             out:str='eval', # Folder for results.md and results.json
             train_data:str=None, # Training data set, for the mean-image floor
-            baseline:str=None, # Checkpoint of the deterministic baseline (trained at t = 0 only)
+            baseline:str=None, # Checkpoint (or shipped model, e.g. chairs-det) of the deterministic baseline (trained at t = 0 only)
             t_r:str='0,40', # Comma-separated noise levels to reconstruct from
             n_scenes:int=None, # Evaluate the first n scenes (default: all)
             generation:int=0, # Scenes to generate for the generation score (0: skip)
@@ -77,13 +128,22 @@ def rd_eval(checkpoint:str, # Model checkpoint to evaluate
             overwrite:bool=False, # Replace existing result files in `out`
            ):
     "Evaluate reconstruction (and generation) on held-out scenes and views; write a Markdown and JSON table."
-    dev, test = get_device(device), SceneDataset(data, monocular=False)
-    fam, levels = test.family, [int(v) for v in t_r.split(',')]
-    model = load_model(checkpoint, device=dev).eval()
+    if not re.fullmatch(r'\d+(,\d+)*', t_r): raise ValueError(f"t_r must be comma-separated integers such as 0,40; got {t_r!r}")
+    import datetime
+    import platform
+    import torch
+    from renderdiffusion_nb.core import get_device
+    from renderdiffusion_nb.data import SceneDataset
+    from renderdiffusion_nb.model import load_model
+    from renderdiffusion_nb.evaluate import evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image, write_results
+    ckpt, base_ckpt = resolve_checkpoint(checkpoint), baseline and resolve_checkpoint(baseline)
+    levels, dev, test = [int(v) for v in t_r.split(',')], get_device(device), SceneDataset(data, monocular=False)
+    fam = test.family
+    model = load_model(ckpt, device=dev).eval()
     rows = []
     if train_data: rows.append({'family': fam, 'method': 'mean training image', **evaluate_floor(mean_image(SceneDataset(train_data)), test, n_scenes)})
     if baseline:
-        base = load_model(baseline, device=dev).eval()
+        base = load_model(base_ckpt, device=dev).eval()
         rows.append({'family': fam, 'method': 'deterministic baseline', 't_r': 0, **evaluate_reconstruction(base, test, 0, n_scenes)})
     for t in levels:
         g = torch.Generator().manual_seed(seed)

@@ -4,31 +4,27 @@
 
 # %% ../nbs/15_demo.ipynb #a1d64333
 from __future__ import annotations
+import contextlib
 import html
+import importlib.metadata
 import json
 import time
 from pathlib import Path
 
-import torch
 from fastcore.script import call_parse
-from tqdm.auto import tqdm
 
-from .core import save_image, to_signed
-from .data import render_scene
-from .evaluate import psnr
-from .model import load_pretrained, pretrained_models
-from .generate import generate, render_orbit
-from .reconstruct import export_mesh, reconstruct
-from .inpaint import box_mask, inpaint
+from .cli import user_errors
 
 # %% auto #0
-__all__ = ['MARKER', 'depth_tile', 'tile_grid', 'demo_reconstruction', 'run_demo', 'rd_demo']
+__all__ = ['MARKER', 'PAGES', 'depth_tile', 'tile_grid', 'demo_reconstruction', 'card_summary', 'run_demo', 'rd_demo']
 
 # %% ../nbs/15_demo.ipynb #c57b10a5
-def depth_tile(depth:torch.Tensor, # (1, H, W) distance along the ray
-               opacity:torch.Tensor|None=None, # (1, H, W); pixels under 0.5 are background
-              ) -> torch.Tensor: # (3, H, W) in [-1, 1]
+def depth_tile(depth, # (1, H, W) distance along the ray
+               opacity=None, # (1, H, W); pixels under 0.5 are background
+              ): # (3, H, W) in [-1, 1]
     "A depth map as a grey tile in [-1, 1]: near dark, far light, background white."
+    import torch
+    from renderdiffusion_nb.core import to_signed
     d = depth.float().cpu()
     fg = (opacity.float().cpu() > 0.5) if opacity is not None else d > 0
     if not fg.any(): return torch.ones(3, *d.shape[-2:])
@@ -38,8 +34,9 @@ def depth_tile(depth:torch.Tensor, # (1, H, W) distance along the ray
 
 def tile_grid(rows:list, # Lists of (3, H, W) tiles in [-1, 1], all of one size
               pad:int=2, # White pixels between tiles
-             ) -> torch.Tensor: # (3, H', W') in [-1, 1]
+             ): # (3, H', W') in [-1, 1]
     "Tiles laid out row by row on a white canvas (short rows are padded with white)."
+    import torch
     H, W = rows[0][0].shape[-2:]
     n = max(len(r) for r in rows)
     canvas = torch.ones(3, len(rows) * (H + pad) - pad, n * (W + pad) - pad)
@@ -48,7 +45,6 @@ def tile_grid(rows:list, # Lists of (3, H, W) tiles in [-1, 1], all of one size
     return canvas
 
 # %% ../nbs/15_demo.ipynb #a4523924
-@torch.no_grad()
 def demo_reconstruction(model, # A shipped model
                         family:str, # Its data family
                         n:int=2, # Fresh scenes
@@ -56,25 +52,49 @@ def demo_reconstruction(model, # A shipped model
                         t_r:tuple=(0, 40), # Noise levels to reconstruct from
                         steps:int=8, # Reverse steps for t_r > 0
                         seed:int=2026, # Scene seed: the test split with a seed no evaluation used
-                        generator:torch.Generator|None=None, # Source of the noise
-                       ) -> dict: # 'grid' (3, H', W'), 'planes' {t_r: (n, 3, C, R, R)}, 'scores', 'scenes'
-    "Reconstruct fresh scenes from one view at each t_r; a figure of truth, reconstruction and depth per view."
+                        generator=None, # `torch.Generator`, source of the noise
+                       ) -> dict: # 'rows' [{'t_r', 'scene', 'tiles'}], 'grid' (3, H', W'), 'planes' {t_r: (n, 3, C, R, R)}, 'scores', 'scenes'
+    "Reconstruct fresh scenes from one view at each t_r; per scene and t_r a row of tiles: input, then truth, reconstruction and depth per view."
+    import torch
+    from renderdiffusion_nb.data import render_scene
+    from renderdiffusion_nb.evaluate import psnr
+    from renderdiffusion_nb.reconstruct import reconstruct
     S = model.config.image_size
     scenes = [render_scene(family, i, views=views, res=S, split='test', seed=seed) for i in range(n)]
     images = torch.stack([s['image'][0] for s in scenes])
     cams0 = type(scenes[0]['cameras']).cat([s['cameras'][:1] for s in scenes])
     rows, planes, scores = [], {}, []
-    for tr in t_r:
-        rec = reconstruct(model, images, cams0, t_r=tr, steps=steps, generator=generator)
-        planes[tr] = rec['planes']
-        for i, s in enumerate(scenes):
-            v = model.render(rec['planes'][i:i + 1].expand(views, -1, -1, -1, -1), s['cameras'])
-            p = psnr(v['rgb'].cpu(), s['image'].cpu()).tolist()
-            scores.append({'family': family, 'scene': i, 't_r': tr, 'input_psnr': p[0], 'novel_psnr': sum(p[1:]) / max(1, len(p) - 1)})
-            row = [rec['x_tr'][i] if tr > 0 else s['image'][0]]
-            for k in range(views): row += [s['image'][k], v['rgb'][k], depth_tile(v['depth'][k], v['opacity'][k])]
-            rows.append(row)
-    return {'grid': tile_grid(rows), 'planes': planes, 'scores': scores, 'scenes': scenes}
+    with torch.no_grad():
+        for tr in t_r:
+            rec = reconstruct(model, images, cams0, t_r=tr, steps=steps, generator=generator)
+            planes[tr] = rec['planes']
+            for i, s in enumerate(scenes):
+                v = model.render(rec['planes'][i:i + 1].expand(views, -1, -1, -1, -1), s['cameras'])
+                p = psnr(v['rgb'].cpu(), s['image'].cpu()).tolist()
+                scores.append({'family': family, 'scene': i, 't_r': tr, 'input_psnr': p[0], 'novel_psnr': sum(p[1:]) / max(1, len(p) - 1)})
+                tiles = [rec['x_tr'][i] if tr > 0 else s['image'][0]]
+                for k in range(views): tiles += [s['image'][k], v['rgb'][k], depth_tile(v['depth'][k], v['opacity'][k])]
+                rows.append({'t_r': tr, 'scene': i, 'tiles': [t.cpu() for t in tiles]})
+    return {'rows': rows, 'grid': tile_grid([r['tiles'] for r in rows]), 'planes': planes, 'scores': scores, 'scenes': scenes}
+
+# %% ../nbs/15_demo.ipynb #9e3087ac
+def card_summary(card:dict, # A shipped model's card: `pretrained_models()[name]`
+                 weak_db:float=3.0, # A model whose novel views beat the mean training image by less than this many dB is weak
+                ) -> dict: # 'text', 'weak' (None when the card measured nothing), 'novel_psnr', 'floor_psnr'
+    "What a model's card says about its training and its measured quality, for a reader of the demo."
+    d = card.get('data', {})
+    text = (f"Trained for {card.get('steps', 0):,} steps on {d.get('train_scenes', 0):,} {card.get('family', '')} scenes, one view each"
+            f" ({card.get('train_seconds', 0) / 60:.0f} min on {card.get('device', 'one GPU')}).")
+    ms = card.get('metrics', [])
+    rec = next((m for m in ms if m.get('method') == card.get('method') and m.get('t_r') == 0), None)
+    floor = next((m for m in ms if m.get('method') == 'mean training image'), None)
+    if rec is None or floor is None: return {'text': text + " Its card records no measured quality.", 'weak': None, 'novel_psnr': None, 'floor_psnr': None}
+    gain = rec['novel_psnr'] - floor['novel_psnr']
+    text += (f" On {rec.get('n_scenes', 'its')} held-out scenes, reconstructed from one view at t_r = 0, it scored {rec['input_psnr']:.1f} dB PSNR"
+             f" on the input view and {rec['novel_psnr']:.1f} dB on novel views, where the mean training image scores {floor['novel_psnr']:.1f} dB.")
+    if gain < weak_db: text += (f" That makes it a weak model: its novel views are only {gain:.1f} dB better than the mean training image,"
+                                " so expect blurry, blob-like shapes rather than crisp objects.")
+    return {'text': text, 'weak': gain < weak_db, 'novel_psnr': rec['novel_psnr'], 'floor_psnr': floor['novel_psnr']}
 
 # %% ../nbs/15_demo.ipynb #fbc2fc37
 MARKER = '.rd-demo'
@@ -84,12 +104,18 @@ def _prepare_out(out:Path):
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise FileExistsError(f"{out} exists, is not empty and was not written by the demo; choose another --out or empty it yourself")
-    out.mkdir(parents=True, exist_ok=True)
+    (out / 'tiles').mkdir(parents=True, exist_ok=True)
+    for old in (out / 'tiles').glob('*.png'): old.unlink()
     (out / MARKER).write_text('written by renderdiffusion_nb.demo; its files are replaced when the demo runs again\n')
 
-def _save(x, path): return save_image(x, path, overwrite=True).name
+def _save(x, out:Path, name:str) -> str:
+    "Write image `x` ((3, H, W) in [-1, 1]) to `out/name`; its name, as the page links it."
+    from renderdiffusion_nb.core import save_image
+    save_image(x, out / name, overwrite=True)
+    return name
 
 def _orbit(model, planes, family, path, frames):
+    from renderdiffusion_nb.generate import render_orbit
     if path.exists(): path.unlink()
     render_orbit(model, planes, n_frames=frames, family=family, path=path)
     return path.name
@@ -109,68 +135,127 @@ def run_demo(out:str|Path='outputs', # Folder for the pictures and index.html
              progress:bool=True, # Show progress bars
             ) -> Path: # the index.html written
     "Run every use of the shipped models on fresh scenes and write the results with an index.html."
-    out = Path(out)
-    missing = [f for f in families if f not in pretrained_models()]
-    if missing: raise FileNotFoundError(f"no shipped model for {missing}; available: {sorted(pretrained_models())}")
+    import torch
+    from tqdm.auto import tqdm
+    from renderdiffusion_nb.core import get_device
+    from renderdiffusion_nb.model import load_pretrained, pretrained_models
+    from renderdiffusion_nb.generate import generate
+    from renderdiffusion_nb.reconstruct import export_mesh
+    from renderdiffusion_nb.inpaint import box_mask, inpaint
+    start, out, cards = time.perf_counter(), Path(out), pretrained_models()
+    missing = [f for f in families if f not in cards]
+    if missing: raise FileNotFoundError(f"no shipped model for {missing}; available: {sorted(cards)}")
+    dev = get_device(device)
     _prepare_out(out)
     g = torch.Generator().manual_seed(seed)
     sections, scores, times = [], [], {}
     bar = tqdm(total=5 * len(families), desc='demo', disable=not progress)
-    def step(name, t0):
-        times[name] = times.get(name, 0) + time.perf_counter() - t0; bar.update(1); bar.set_postfix_str(name)
+    @contextlib.contextmanager
+    def step(fam, name): # the bar names the step that is running
+        bar.set_postfix_str(f'{fam}: {name}'); t0 = time.perf_counter()
+        yield
+        times[name] = times.get(name, 0) + time.perf_counter() - t0; bar.update(1)
     for fam in families:
-        t0 = time.perf_counter(); model = load_pretrained(fam, device=device)
-        rec = demo_reconstruction(model, fam, n_scenes, 3, t_r, steps=5, generator=g); scores += rec['scores']
-        files = {'rec': _save(rec['grid'], out / f'{fam}_reconstruction.png')}; step('reconstruct', t0)
-        t0 = time.perf_counter(); files['orbit'] = _orbit(model, rec['planes'][t_r[0]][:1], fam, out / f'{fam}_orbit.gif', orbit_frames); step('orbit', t0)
-        t0 = time.perf_counter()
-        sc = rec['scenes'][0]; S = model.config.image_size
-        mask = box_mask(S, S, S // 4, S // 4, S // 2, S // 2)
-        inp = inpaint(model, sc['image'][:1], mask, sc['cameras'][:1], steps=inpaint_steps, generator=g, progress=False)
-        novel = model.render(inp['planes'], sc['cameras'][1:2])
-        masked = torch.where(mask, torch.ones(()), sc['image'][0])
-        files['inpaint'] = _save(tile_grid([[masked, inp['image'][0], sc['image'][0], novel['rgb'][0], depth_tile(novel['depth'][0], novel['opacity'][0])]]), out / f'{fam}_inpaint.png')
-        step('inpaint', t0)
-        t0 = time.perf_counter()
-        gen = generate(model, n_generate, family=fam, steps=gen_steps, generator=g, progress=False)
-        files['gen'] = _save(tile_grid([list(gen['images'])]), out / f'{fam}_generated.png')
-        files['gen_orbit'] = _orbit(model, gen['planes'], fam, out / f'{fam}_generated_orbit.gif', orbit_frames); step('generate', t0)
-        t0 = time.perf_counter()
-        mesh_path = out / f'{fam}_mesh.ply'
-        if mesh_path.exists(): mesh_path.unlink()
-        mesh = export_mesh(model, rec['planes'][t_r[0]][0], mesh_path, resolution=mesh_resolution)
-        files['mesh'], files['mesh_faces'] = mesh_path.name, len(mesh.faces); step('mesh', t0)
-        sections.append((fam, files))
-    bar.close()
-    (out / 'scores.json').write_text(json.dumps({'scores': scores, 'seconds': times}, indent=1))
+        files = {}
+        with step(fam, 'reconstruct'):
+            model = load_pretrained(fam, device=dev)
+            rec = demo_reconstruction(model, fam, n_scenes, 3, t_r, steps=5, generator=g); scores += rec['scores']
+            files['rec'] = _save(rec['grid'], out, f'{fam}_reconstruction.png')
+            files['rec_rows'] = [{**r, 'tiles': [_save(t, out, f"tiles/{fam}_tr{r['t_r']}_scene{r['scene']}_{k}.png") for k, t in enumerate(r['tiles'])]}
+                                 for r in rec['rows']]
+        with step(fam, 'orbit'): files['orbit'] = _orbit(model, rec['planes'][t_r[0]][:1], fam, out / f'{fam}_orbit.gif', orbit_frames)
+        with step(fam, 'inpaint'):
+            sc = rec['scenes'][0]; S = model.config.image_size
+            mask = box_mask(S, S, S // 4, S // 4, S // 2, S // 2)
+            inp = inpaint(model, sc['image'][:1], mask, sc['cameras'][:1], steps=inpaint_steps, generator=g, progress=False)
+            with torch.no_grad(): novel = model.render(inp['planes'], sc['cameras'][1:2])
+            tiles = [torch.where(mask[0], torch.ones(()), sc['image'][0]), inp['image'][0], sc['image'][0], novel['rgb'][0], depth_tile(novel['depth'][0], novel['opacity'][0])]
+            files['inpaint'] = _save(tile_grid([tiles]), out, f'{fam}_inpaint.png')
+            files['inpaint_tiles'] = [_save(t, out, f'tiles/{fam}_inpaint_{k}.png') for k, t in enumerate(tiles)]
+        with step(fam, 'generate'):
+            gen = generate(model, n_generate, family=fam, steps=gen_steps, generator=g, progress=False)
+            files['gen'] = _save(tile_grid([list(gen['images'])]), out, f'{fam}_generated.png')
+            files['gen_tiles'] = [_save(t, out, f'tiles/{fam}_generated_{k}.png') for k, t in enumerate(gen['images'])]
+            files['gen_orbit'] = _orbit(model, gen['planes'], fam, out / f'{fam}_generated_orbit.gif', orbit_frames)
+        with step(fam, 'mesh'):
+            mesh_path = out / f'{fam}_mesh.ply'
+            if mesh_path.exists(): mesh_path.unlink()
+            mesh = export_mesh(model, rec['planes'][t_r[0]][0], mesh_path, resolution=mesh_resolution)
+            files['mesh'], files['mesh_faces'] = mesh_path.name, len(mesh.faces)
+        sections.append((fam, files, card_summary(cards[fam])))
+    bar.set_postfix_str('done'); bar.close()
+    total = time.perf_counter() - start
+    where = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
+    (out / 'scores.json').write_text(json.dumps({'scores': scores, 'seconds': times, 'total_seconds': total, 'device': where}, indent=1))
     path = out / 'index.html'
-    path.write_text(_index_html(sections, scores, times, t_r))
+    path.write_text(_index_html(sections, scores, times, total, where, t_r))
     return path
 
 # %% ../nbs/15_demo.ipynb #5e3f008e
-def _index_html(sections, scores, times, t_r) -> str:
-    "The demo's page: one section per family, a score table and the timings."
+PAGES = {'reconstruction': '11_reconstruct.ipynb', 'inpainting': '12_inpaint.ipynb', 'generation': '10_generate.ipynb', 'the shipped models': '08_model.ipynb'}
+
+def _docs_url() -> str|None:
+    "The repository's address from the installed package's metadata (None when it is not installed)."
+    try: return importlib.metadata.metadata('renderdiffusion_nb').get('Home-page')
+    except importlib.metadata.PackageNotFoundError: return None
+
+def _tr_caption(t:int) -> str:
+    return "t_r = 0: the input as it is, no noise" if t == 0 else f"t_r = {t}: the input noised to step {t} of 1000, then denoised back"
+
+def _tiles_table(head:list, rows:list, sub:list|None=None) -> str:
+    "A table of tiles: a header row of (label, columns spanned), an optional second header row, and rows of (label, tile files)."
     e = html.escape
-    css = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}img{image-rendering:pixelated;max-width:100%}td,th{padding:2px 10px;text-align:right}"
+    th = ''.join(f"<th colspan='{n}'>{e(h)}</th>" for h, n in head)
+    parts = [f"<div class='wide'><table class='tiles'><tr><th></th>{th}</tr>"]
+    if sub: parts.append("<tr><th></th>" + ''.join(f"<th class='sub'>{e(s)}</th>" for s in sub) + "</tr>")
+    for label, files in rows:
+        parts.append(f"<tr><th class='row'>{label}</th>" + ''.join(f"<td><img src='{e(f)}' width='128' height='128' alt=''></td>" for f in files) + "</tr>")
+    return '\n'.join(parts) + "</table></div>"
+
+def _index_html(sections, scores, times, total, where, t_r) -> str:
+    "The demo's page: what it shows and what t_r is, one section per family with its model card, a score table and the timings."
+    e, url = html.escape, _docs_url()
+    css = ("body{font-family:sans-serif;max-width:1440px;margin:2em auto;padding:0 1em;line-height:1.4}p{max-width:60em}"
+           "img{image-rendering:pixelated}.wide{overflow-x:auto}table.tiles{border-collapse:collapse}"
+           "table.tiles td{padding:2px}table.tiles th{font-weight:normal;font-size:90%;padding:2px 4px}th.row{text-align:right}"
+           "table.scores td,table.scores th{padding:2px 10px;text-align:right}.card{background:#f4f4f4;padding:.6em 1em}.weak{background:#fff3d6}")
+    docs = (f" How each part works: " + ', '.join(f"<a href='{e(url)}/blob/main/nbs/{p}'>{e(k)}</a>" for k, p in PAGES.items())
+            + f"; the documentation starts at <a href='{e(url)}'>{e(url)}</a> (<code>make docs</code> builds it locally).") if url else ""
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>RenderDiffusion demo</title><style>{css}</style></head><body>",
-             "<h1>RenderDiffusion demo</h1><p>Fresh test scenes (never seen in training), reconstructed from one view by the shipped models.</p>"]
-    for fam, f in sections:
+             "<h1>RenderDiffusion demo</h1>",
+             "<p>Fresh test scenes (never seen in training), reconstructed from one view by the shipped models, then shown from other views;"
+             f" 3D-aware inpainting, generation and a mesh. Made in {total:.0f} s on {e(where)}.{docs}</p>",
+             "<p><b>t_r</b> is the noise level the input image is noised to before the model denoises it back (of 1000 steps;"
+             " t_r = 0: no noise). A larger t_r trades fidelity to the input for robustness to inputs unlike the training data."
+             " Views are numbered from 0: <b>view 0 is the input view</b>, views 1 and 2 are novel.</p>"]
+    for fam, f, card in sections:
+        rows = f['rec_rows']
+        n_views = (len(rows[0]['tiles']) - 1) // 3
+        head = [('model input', 1)] + [(f"view {k} ({'input' if k == 0 else 'novel'})", 3) for k in range(n_views)]
+        sub = [''] + ['truth', 'reconstruction', 'depth'] * n_views
         parts += [f"<h2>{e(fam)}</h2>",
-                  f"<h3>Reconstruction from one view at t_r = {', '.join(map(str, t_r))}</h3>",
-                  "<p>Each row: the model's input (noised when t_r &gt; 0), then per view: ground truth, reconstruction, reconstructed depth. View 1 is the input view, the others are novel.</p>",
-                  f"<img src='{e(f['rec'])}' alt='reconstructions of {e(fam)} scenes'>",
-                  f"<h3>Orbit of the first reconstructed scene</h3><img src='{e(f['orbit'])}' width='192' alt='orbit'>",
-                  "<h3>3D-aware inpainting</h3><p>Masked input, inpainted image, ground truth, a novel view of the inpainted scene and its depth.</p>",
-                  f"<img src='{e(f['inpaint'])}' alt='inpainting'>",
-                  f"<h3>Generated scenes (DDIM)</h3><img src='{e(f['gen'])}' alt='generated'> <img src='{e(f['gen_orbit'])}' alt='generated orbit'>",
-                  f"<h3>Mesh</h3><p><a href='{e(f['mesh'])}'>{e(f['mesh'])}</a>: {f['mesh_faces']:,} faces (marching cubes of the reconstructed density, vertex colours from the decoder).</p>"]
-    parts.append("<h2>Scores</h2><table><tr><th>family</th><th>scene</th><th>t_r</th><th>input-view PSNR</th><th>novel-view PSNR</th></tr>")
+                  f"<p class='card{' weak' if card['weak'] else ''}'><b>The model's card.</b> {e(card['text'])}</p>",
+                  "<h3>Reconstruction from view 0</h3>"]
+        for t in t_r:
+            parts += [f"<h4>{e(_tr_caption(t))}</h4>",
+                      _tiles_table(head, [(f"scene {r['scene']}", r['tiles']) for r in rows if r['t_r'] == t], sub)]
+        parts += [f"<p>All rows as one picture: <a href='{e(f['rec'])}'>{e(f['rec'])}</a>.</p>",
+                  f"<h3>Orbit of scene 0 (t_r = {t_r[0]})</h3><img src='{e(f['orbit'])}' width='192' alt='orbit of the first reconstructed scene'>",
+                  "<h3>3D-aware inpainting</h3><p>The centre of view 0 is masked; the model fills it in, and its triplane renders view 1 too.</p>",
+                  _tiles_table([('masked input', 1), ('inpainted', 1), ('truth', 1), ('view 1 (novel)', 1), ('its depth', 1)], [('scene 0', f['inpaint_tiles'])]),
+                  "<h3>Generated scenes (DDIM, from pure noise)</h3>",
+                  _tiles_table([(f'sample {k}', 1) for k in range(len(f['gen_tiles']))], [('', f['gen_tiles'])]),
+                  f"<p><img src='{e(f['gen_orbit'])}' width='{192 * len(f['gen_tiles'])}' alt='orbits of the generated scenes'></p>",
+                  f"<h3>Mesh</h3><p><a href='{e(f['mesh'])}'>{e(f['mesh'])}</a>: {f['mesh_faces']:,} faces (marching cubes of the reconstructed density of scene 0, vertex colours from the decoder).</p>"]
+    parts.append("<h2>Scores</h2><p>PSNR in dB against the ground truth (higher is better).</p>"
+                 "<table class='scores'><tr><th>family</th><th>scene</th><th>t_r</th><th>view 0 (input) PSNR</th><th>views 1-2 (novel) PSNR</th></tr>")
     parts += [f"<tr><td>{e(s['family'])}</td><td>{s['scene']}</td><td>{s['t_r']}</td><td>{s['input_psnr']:.2f}</td><td>{s['novel_psnr']:.2f}</td></tr>" for s in scores]
-    parts.append("</table><h2>Time</h2><ul>" + ''.join(f"<li>{e(k)}: {v:.1f} s</li>" for k, v in times.items()) + "</ul></body></html>")
+    parts.append(f"</table><h2>Time</h2><p>{total:.0f} s in all, on {e(where)}.</p><ul>" + ''.join(f"<li>{e(k)}: {v:.1f} s</li>" for k, v in times.items()) + "</ul></body></html>")
     return '\n'.join(parts)
 
 # %% ../nbs/15_demo.ipynb #db87277e
 @call_parse
+@user_errors
 def rd_demo(out:str='outputs', # Folder for the pictures and index.html
             n_scenes:int=2, # Fresh test scenes per family
             seed:int=0, # Seed of all noise

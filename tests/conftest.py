@@ -1,4 +1,6 @@
-"""Fixtures shared by the browser tests (the docs site and JupyterLab)."""
+"""Fixtures shared by the browser tests (the docs site and JupyterLab), and the skip of Triton tests where Triton is absent."""
+import importlib.util
+import re
 import shutil
 
 import pytest
@@ -16,3 +18,19 @@ def browser():
                                                                '--disable-component-update', '--disable-sync', '--no-first-run'])
         yield b
         b.close()
+
+
+# Triton comes with the dev extra (and with PyPI's CUDA builds of torch), not with the library: where it is
+# absent, a test module that imports it is reported as skipped, with the reason, instead of failing to import.
+HAS_TRITON = importlib.util.find_spec('triton') is not None
+IMPORTS_TRITON = re.compile(r'^\s*(?:from|import)\s+(?:triton|renderdiffusion_nb\.render_triton)\b', re.M)
+
+
+class NeedsTriton(pytest.Module):
+    def collect(self):
+        pytest.skip(f"{self.path.name} needs triton, which is not installed (pip install -e '.[dev]' brings it)")
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if not HAS_TRITON and IMPORTS_TRITON.search(module_path.read_text(encoding='utf-8')):
+        return NeedsTriton.from_parent(parent, path=module_path)
