@@ -1,4 +1,4 @@
-"""The library and the README are generated: check that what is committed is what the notebooks give."""
+"""The library is generated: check that what is committed is what the notebooks give (the README: tests/test_readme.py)."""
 import shutil
 import subprocess
 import sys
@@ -23,9 +23,3 @@ def test_modules_match_notebooks(tmp_path):
     assert not stale, f"modules that differ from their notebooks (run nbdev_export): {stale}"
     assert f"__version__ = \"{get_config().version}\"" in (LIB / '__init__.py').read_text()
 
-
-def test_readme_matches_index(tmp_path):
-    "README.md is nbs/index.ipynb converted to Markdown."
-    subprocess.run([sys.executable, '-m', 'jupyter', 'nbconvert', '--log-level', 'WARN', '--to', 'markdown', str(ROOT / 'nbs' / 'index.ipynb'),
-                    '--output-dir', str(tmp_path), '--output', 'README'], check=True)
-    assert (tmp_path / 'README.md').read_text() == (ROOT / 'README.md').read_text(), "README.md is stale: run `make readme`"
