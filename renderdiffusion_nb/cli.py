@@ -86,7 +86,7 @@ def rd_data(family:str, # Scene family: clevr1, clevr3, chairs, cars or planes
 # %% ../nbs/14_cli.ipynb #d9c352b8
 @call_parse
 @user_errors
-def rd_train(data:str, # Data set folder written by rd-data (one view per scene is used)
+def rd_train(data:str, # Data set folder written by rd-data (one view per scene is used), or procedural:<family> (fresh scenes every step)
              out:str, # Run folder (config, log, checkpoints, sample grids)
              config:str='small', # Training preset: tiny, small or base
              steps:int=None, # Optimizer steps in total (default: the preset's; may be raised on --resume)
@@ -99,16 +99,19 @@ def rd_train(data:str, # Data set folder written by rd-data (one view per scene 
              ckpt_every:int=None, # Steps between checkpoints (default: the preset's)
              seed:int=None, # Seed of weights, data order and noise (default: the preset's)
              device:str=None, # 'cpu' or 'cuda' (default: CUDA when available)
+             eager:bool=False, # Run each step op by op instead of replaying it as one CUDA graph
+             compile:bool=False, # Compile the U-Net with torch.compile (faster steps after minutes of compiling)
              resume:bool=False, # Continue the run in `out` from its last checkpoint, with its own config
             ):
     "Train a RenderDiffusion model on a data set."
     from renderdiffusion_nb.train import run_config, train, train_config
     if init is not None: init = str(resolve_checkpoint(init))
     if resume:
-        given = dict(data=data, steps=steps, ckpt_every=ckpt_every, device=device)
+        given = dict(data=data, steps=steps, ckpt_every=ckpt_every, device=device, eager=eager or None, compile=compile or None)
         cfg = run_config(out, **{k: v for k, v in given.items() if v is not None})
     else:
-        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, t_power=t_power, warmup=warmup, init=init, ckpt_every=ckpt_every, seed=seed, device=device)
+        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, t_power=t_power, warmup=warmup, init=init, ckpt_every=ckpt_every,
+                     seed=seed, device=device, eager=eager, compile=compile)
         cfg = train_config(config, data=data, out=out, **{k: v for k, v in given.items() if v is not None})
     print(f"final checkpoint: {train(cfg)}")
 
