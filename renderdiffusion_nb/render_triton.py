@@ -527,7 +527,7 @@ class _RenderSamples(torch.autograd.Function):
     forward = staticmethod(_render_forward)
     backward = staticmethod(_render_backward)
 
-# %% ../nbs/06_render_triton.ipynb #038afc0d
+# %% ../nbs/06_render_triton.ipynb #79ab846f
 def _check_device(device:torch.device, fn:str, reference:str):
     "The kernels run on CUDA tensors, or on CPU tensors in Triton's interpreter on a machine without a GPU."
     if device.type == 'cpu' and torch.cuda.is_available():
@@ -538,6 +538,7 @@ def _check_device(device:torch.device, fn:str, reference:str):
         raise RuntimeError(f"{fn} on a machine without a GPU runs in Triton's interpreter, which is off: "
                            "set TRITON_INTERPRET=1 before anything imports triton")
 
+# %% ../nbs/06_render_triton.ipynb #038afc0d
 def _check_kernel_inputs(planes, decoder, dims, **inputs):
     "What the kernels need beyond shapes: a `TriplaneDecoder`, sizes inside their limits, the planes' device, no gradient on `inputs`."
     for name in ('fc1', 'fc2', 'density_shift'):
