@@ -28,7 +28,8 @@ from renderdiffusion_nb import render_triton as rt
 from renderdiffusion_nb.render_triton import _RenderSamples, render_cost, render_samples_triton
 from renderdiffusion_nb.triplane import TriplaneDecoder
 
-from renderdiffusion_nb.render import importance_samples, render_rays, render_samples, stratified_samples
+from renderdiffusion_nb.render import importance_samples, render_samples, stratified_samples
+from renderdiffusion_nb.rendering import render_rays
 from renderdiffusion_nb.render_triton import importance_samples_triton
 
 CONFIGS = { # B images of px x px rays; C, R of the triplane; decoder hidden width

@@ -21,7 +21,7 @@ from .cameras import Cameras
 from .core import atomic_write, check_tensor, get_device, to_signed
 from .data import BACKGROUND
 from .diffusion import NoiseSchedule
-from .render import render_image
+from .rendering import render_image
 from .triplane import TriplaneDecoder
 from .unet import TriplaneUNet, UNetConfig, unet_config
 

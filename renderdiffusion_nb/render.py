@@ -7,31 +7,42 @@ from __future__ import annotations
 
 import torch
 
-from .core import check_tensor, finite_check, raise_failed, start_checks
+from .core import check_count, check_tensor, finite_check, raise_failed
 from .cameras import Cameras, get_rays, ray_box_intersect
 from .triplane import sample_triplane
 
 # %% auto #0
-__all__ = ['render_samples', 'stratified_samples', 'sample_pdf', 'importance_samples', 'render_rays', 'render_image']
+__all__ = ['check_render_inputs', 'background_colour', 'value_checks', 'render_samples', 'uniform_like', 'stratified_samples',
+           'sample_pdf', 'importance_samples', 'check_sample_counts', 'render_rays_reference', 'render_pixels']
 
 # %% ../nbs/05_render.ipynb #3c2e1d64
-def _background(background, B, like, checks:list|None=None):
-    "The background as a (B, 1, 3) tensor of `like`'s dtype and device, checked (a tensor's values: appended to `checks`, or now)."
-    if isinstance(background, (int, float)) and not isinstance(background, bool): background = (background,) * 3
-    if isinstance(background, (tuple, list)) and len(background) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in background):
-        if not all(0 <= v <= 1 for v in background): raise ValueError(f"background must be in [0, 1], got {tuple(background)}")
-        # built on the device from host numbers: no host-to-device copy, which would wait for the GPU
-        return torch.stack([torch.full((), float(v), dtype=like.dtype, device=like.device) for v in background]).expand(B, 1, 3)
-    bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
-    if bg.ndim == 0: bg = bg.expand(3)
-    if bg.shape not in ((3,), (1, 3), (B, 3)): raise ValueError(f"background must be a float, (3,) or (B, 3) = ({B}, 3), got shape {tuple(bg.shape)}")
-    check = [(torch.isfinite(bg).all() & (bg.min() >= 0) & (bg.max() <= 1), lambda: f"background must be in [0, 1], got values in [{bg.min().item()}, {bg.max().item()}]")]
-    if checks is None: raise_failed(check)
-    else: checks += check
-    return bg.reshape(-1, 1, 3).expand(B, 1, 3)
+def _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights):
+    "The maths of `render_samples`, on checked inputs: bg is (B, 3)."
+    B, N, S = t.shape
+    pts = rays_o[:, :, None] + t[..., None] * rays_d[:, :, None] # (B, N, S, 3)
+    sigma, rgb = decoder(sample_triplane(planes, pts.reshape(B, N * S, 3))) # (B, N*S), (B, N*S, 3)
+    sigma, rgb = sigma.reshape(B, N, S), rgb.reshape(B, N, S, 3)
+    bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1) # (B, N, S+1): b_0..b_S
+    delta = bounds[..., 1:] - bounds[..., :-1] # (B, N, S), sums to far - near
+    tau = sigma * delta
+    trans = torch.exp(-torch.cat([torch.zeros_like(tau[..., :1]), torch.cumsum(tau, -1)[..., :-1]], -1)) # exclusive sum
+    alpha = 1 - torch.exp(-tau)
+    w = trans * alpha # (B, N, S)
+    opacity = w.sum(-1) # (B, N)
+    out = {'rgb': (w[..., None] * rgb).sum(-2) + (1 - opacity)[..., None] * bg[:, None], # (B, N, 3)
+           'depth': (w * t).sum(-1) / opacity.clamp_min(1e-6), 'opacity': opacity}
+    if return_weights: out['weights'] = w
+    return out
 
-def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list|None=None, values:bool=True):
-    "Check what every renderer takes; return the bound sizes (B, N, C, ...). The value checks go to `checks` (or run now); values=False skips them."
+# %% ../nbs/05_render.ipynb #733a7dd1
+def check_render_inputs(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
+                        decoder, # `TriplaneDecoder` (or any module: features (..., C) -> sigma (...), rgb (..., 3))
+                        rays_o:torch.Tensor, # (B, N, 3) ray origins
+                        rays_d:torch.Tensor, # (B, N, 3) unit ray directions
+                        near:torch.Tensor, # (B, N) where each ray enters the box
+                        far:torch.Tensor, # (B, N) where each ray leaves the box
+                       ) -> dict: # The sizes: B, N, C, R
+    "Check the shapes, dtypes and devices every renderer takes, and the decoder's width; read no value from the device."
     dims = check_tensor(planes, 'planes', ('B', 3, 'C', 'R', 'R'), floating=True)
     for name, x in (('rays_o', rays_o), ('rays_d', rays_d)): check_tensor(x, name, ('B', 'N', 3), dims=dims, floating=True)
     for name, x in (('near', near), ('far', far)): check_tensor(x, name, ('B', 'N'), dims=dims, floating=True)
@@ -44,35 +55,49 @@ def _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks:list
     p = next(iter(decoder.parameters()), None) if hasattr(decoder, 'parameters') else None
     if p is not None and (p.dtype != planes.dtype or p.device != planes.device):
         raise ValueError(f"the decoder's parameters are {p.dtype} on {p.device} but planes are {planes.dtype} on {planes.device}")
-    if not values: return dims
-    own = _value_checks(planes, rays_o, rays_d, near, far)
-    if checks is None: raise_failed(own)
-    else: checks += own
     return dims
 
-def _value_checks(planes, rays_o, rays_d, near, far) -> list:
-    "The renderer's checks of values (finite inputs, near <= far), queued on the device, for `raise_failed`."
-    own = [finite_check(x, name) for name, x in (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))]
-    return own + [((near <= far).all(), lambda: f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far")]
+# %% ../nbs/05_render.ipynb #a55cf331
+def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-def _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights):
-    "The maths of `render_samples`, on checked inputs: bg is (B, 1, 3)."
-    B, N, S = t.shape
-    pts = rays_o[:, :, None] + t[..., None] * rays_d[:, :, None] # (B, N, S, 3)
-    sigma, rgb = decoder(sample_triplane(planes, pts.reshape(B, N * S, 3))) # (B, N*S), (B, N*S, 3)
-    sigma, rgb = sigma.reshape(B, N, S), rgb.reshape(B, N, S, 3)
-    bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1) # (B, N, S+1): b_0..b_S
-    delta = bounds[..., 1:] - bounds[..., :-1] # (B, N, S), sums to far - near
-    tau = sigma * delta
-    trans = torch.exp(-torch.cat([torch.zeros_like(tau[..., :1]), torch.cumsum(tau, -1)[..., :-1]], -1)) # exclusive sum
-    alpha = 1 - torch.exp(-tau)
-    w = trans * alpha # (B, N, S)
-    opacity = w.sum(-1) # (B, N)
-    out = {'rgb': (w[..., None] * rgb).sum(-2) + (1 - opacity)[..., None] * bg, # (B, N, 3)
-           'depth': (w * t).sum(-1) / opacity.clamp_min(1e-6), 'opacity': opacity}
-    if return_weights: out['weights'] = w
-    return out
+def background_colour(background, # A number, three numbers, or a tensor (), (3,), (1, 3) or (B, 3); in [0, 1]
+                      B:int, # Scenes in the batch
+                      dtype:torch.dtype=torch.float32, # The colour's dtype
+                      device=None, # and device
+                     ) -> torch.Tensor: # (B, 3)
+    "One background colour per scene; numbers are checked here, a tensor's values by `value_checks`."
+    if not (_is_number(background) or isinstance(background, (tuple, list, torch.Tensor))):
+        raise TypeError(f"background must be a number, three numbers or a tensor, got {type(background).__name__}")
+    if _is_number(background): background = (background,) * 3
+    if isinstance(background, (tuple, list)) and len(background) == 3 and all(map(_is_number, background)):
+        if not all(0 <= v <= 1 for v in background): raise ValueError(f"background must be in [0, 1], got {tuple(background)}")
+        # built on the device from host numbers: no host-to-device copy, which would wait for the GPU
+        return torch.stack([torch.full((), float(v), dtype=dtype, device=device) for v in background]).expand(B, 3)
+    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    if bg.ndim == 0: bg = bg.expand(3)
+    if bg.shape not in ((3,), (1, 3), (B, 3)):
+        raise ValueError(f"background must be a float, (3,) or (B, 3) = ({B}, 3), got shape {tuple(bg.shape)}")
+    return bg.reshape(-1, 3).expand(B, 3)
 
+# %% ../nbs/05_render.ipynb #04492efd
+def value_checks(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
+                 rays_o:torch.Tensor, # (B, N, 3) ray origins
+                 rays_d:torch.Tensor, # (B, N, 3) ray directions
+                 near:torch.Tensor, # (B, N) entry depths
+                 far:torch.Tensor, # (B, N) exit depths
+                 background:torch.Tensor|None=None, # (B, 3) colours from `background_colour`, when given as a tensor
+                ) -> list: # (tensor, message) pairs for `raise_failed` or `start_checks`
+    "The renderer's checks of values (finite inputs, near <= far, background in [0, 1]), queued on the device, not read back."
+    named = (('planes', planes), ('rays_o', rays_o), ('rays_d', rays_d), ('near', near), ('far', far))
+    checks = [finite_check(x, name) for name, x in named]
+    checks.append(((near <= far).all(), lambda: f"near must be <= far on every ray; {int((near > far).sum())} rays have near > far"))
+    if background is not None:
+        bg = background.detach()
+        checks.append((torch.isfinite(bg).all() & (bg.min() >= 0) & (bg.max() <= 1),
+                       lambda: f"background must be in [0, 1], got values in [{bg.min().item()}, {bg.max().item()}]"))
+    return checks
+
+# %% ../nbs/05_render.ipynb #2cac2908
 def render_samples(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                    decoder, # `TriplaneDecoder` (or any module: features (..., C) -> sigma (...), rgb (..., 3))
                    rays_o:torch.Tensor, # (B, N, 3) ray origins
@@ -84,22 +109,26 @@ def render_samples(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
                    return_weights:bool=False, # Also return the per-sample weights (B, N, S)
                   ) -> dict: # 'rgb' (B, N, 3), 'depth' (B, N), 'opacity' (B, N) [, 'weights' (B, N, S)]
     "Composite the triplane's density and colour at given sample depths: the renderer's specification."
-    checks = []
-    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, checks)
+    dims = check_render_inputs(planes, decoder, rays_o, rays_d, near, far)
     check_tensor(t, 't', ('B', 'N', None), dims=dims, floating=True)
     if t.shape[-1] < 1: raise ValueError("t needs at least one sample per ray, got S=0")
-    checks += [finite_check(t, 't'), ((t[..., 1:] >= t[..., :-1]).all(), lambda: "t must be sorted along the last dimension (sample depths along each ray)"),
-               (((t >= near[..., None]) & (t <= far[..., None])).all(), lambda: "every sample depth t must lie in [near, far] of its ray")]
-    bg = _background(background, dims['B'], planes, checks)
-    raise_failed(checks)
+    bg = background_colour(background, dims['B'], planes.dtype, planes.device)
+    sorted_t = ((t[..., 1:] >= t[..., :-1]).all(), lambda: "t must be sorted along the last dimension (sample depths along each ray)")
+    inside = (((t >= near[..., None]) & (t <= far[..., None])).all(), lambda: "every sample depth t must lie in [near, far] of its ray")
+    bg_check = bg if torch.is_tensor(background) else None # numbers are checked already
+    raise_failed(value_checks(planes, rays_o, rays_d, near, far, bg_check) + [finite_check(t, 't'), sorted_t, inside]) # one wait
     return _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, return_weights)
 
 # %% ../nbs/05_render.ipynb #bc0df0a8
-def _uniform(shape, generator, like):
-    "U[0, 1) numbers of `like`'s dtype and device, drawn from `generator` (on its own device)."
+def uniform_like(shape:tuple, # The shape to draw
+                 generator:torch.Generator|None, # Source of the numbers (on its own device), or None for torch's global one
+                 like:torch.Tensor, # The result takes its dtype and device
+                ) -> torch.Tensor: # `shape`, in [0, 1)
+    "U[0, 1) numbers of `like`'s dtype and device, drawn from `generator` on the generator's device."
     dev = generator.device if generator is not None else like.device
     return torch.rand(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
+# %% ../nbs/05_render.ipynb #f74f7042
 def stratified_samples(near:torch.Tensor, # (B, N) start of each ray's interval
                        far:torch.Tensor, # (B, N) end of each ray's interval
                        n:int, # Samples per ray
@@ -109,7 +138,7 @@ def stratified_samples(near:torch.Tensor, # (B, N) start of each ray's interval
     "One depth per equal bin of [near, far]: bin midpoints, or uniform within the bins when jittering."
     if not isinstance(n, int) or n < 1: raise ValueError(f"the number of samples must be a positive int, got {n!r}")
     k = torch.arange(n, dtype=near.dtype, device=near.device)
-    u = _uniform((*near.shape, n), generator, near) if jitter else torch.full_like(k, 0.5)
+    u = uniform_like((*near.shape, n), generator, near) if jitter else torch.full_like(k, 0.5)
     t = near[..., None] + (far - near)[..., None] * (k + u) / n
     return torch.minimum(torch.maximum(t, near[..., None]), far[..., None])
 
@@ -124,12 +153,14 @@ def sample_pdf(bounds:torch.Tensor, # (B, N, S+1) sorted bin bounds b_0..b_S
     "Inverse-CDF samples from the piecewise-constant density that `weights` put on the bins."
     if not isinstance(n, int) or n < 1: raise ValueError(f"the number of samples must be a positive int, got {n!r}")
     if bounds.shape[:-1] != weights.shape[:-1] or bounds.shape[-1] != weights.shape[-1] + 1:
-        raise ValueError(f"bounds must be (..., S+1) for weights (..., S), got {tuple(bounds.shape)} and {tuple(weights.shape)}")
-    w = torch.nan_to_num(weights, nan=0., posinf=0., neginf=0.).clamp_min(0) + 1e-5 # a NaN weight counts as 0: the depths stay finite
+        raise ValueError(f"bounds must be (..., S+1) for weights (..., S), "
+                         f"got {tuple(bounds.shape)} and {tuple(weights.shape)}")
+    # a NaN weight counts as 0: the depths stay finite
+    w = torch.nan_to_num(weights, nan=0., posinf=0., neginf=0.).clamp_min(0) + 1e-5
     cdf = torch.cumsum(w / w.sum(-1, keepdim=True), -1)
-    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., :-1], torch.ones_like(cdf[..., :1])], -1) # (B, N, S+1): F(b_0..b_S)
+    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., :-1], torch.ones_like(cdf[..., :1])], -1) # F(b_0..b_S)
     k = torch.arange(n, dtype=w.dtype, device=w.device)
-    u = (k + (_uniform((*w.shape[:-1], n), generator, w) if jitter else 0.5)) / n
+    u = (k + (uniform_like((*w.shape[:-1], n), generator, w) if jitter else 0.5)) / n
     u = u.expand(*w.shape[:-1], n).contiguous()
     S = w.shape[-1]
     hi = torch.searchsorted(cdf, u, right=True).clamp(1, S) # F(b_{hi-1}) <= u < F(b_hi)
@@ -150,75 +181,68 @@ def importance_samples(t:torch.Tensor, # (B, N, S) sorted coarse depths in [near
                        generator:torch.Generator|None=None, # Source of the jitter
                       ) -> torch.Tensor: # (B, N, S+n) sorted depths, without gradient
     "The fine pass's depths: the coarse depths and `n` inverse-CDF samples from their weights, sorted along each ray."
-    if t.shape != weights.shape: raise ValueError(f"t and weights must have the same shape (B, N, S), got {tuple(t.shape)} and {tuple(weights.shape)}")
+    if t.shape != weights.shape:
+        raise ValueError(f"t and weights must have the same shape (B, N, S), got {tuple(t.shape)} and {tuple(weights.shape)}")
     bounds = torch.cat([near[..., None], (t[..., 1:] + t[..., :-1]) / 2, far[..., None]], -1) # (B, N, S+1): b_0..b_S
     return torch.sort(torch.cat([t, sample_pdf(bounds, weights, n, jitter, generator)], -1), -1).values
 
 # %% ../nbs/05_render.ipynb #2870c04b
-def _triton_path(backend, planes):
-    "`render_rays`' Triton path (page 06) for `backend` ('auto', 'torch' or 'triton'); None: the reference."
-    if backend not in ('auto', 'torch', 'triton'): raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    if backend == 'torch' or (backend == 'auto' and planes.device.type != 'cuda'): return None
-    try: from .render_triton import _render_rays_triton
-    except ImportError as e:
-        if backend == 'auto': return None
-        raise ImportError(f"backend='triton' needs triton and renderdiffusion_nb.render_triton, which failed to import: {e}") from e
-    return _render_rays_triton
+def check_sample_counts(n_coarse, # Stratified samples per ray: an int >= 1
+                        n_fine, # Importance samples per ray: an int >= 0
+                       ):
+    "Check the sample counts a renderer of rays takes."
+    check_count(n_coarse, 'n_coarse')
+    if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0:
+        raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
 
-def render_rays(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
-                decoder, # `TriplaneDecoder`: features (..., C) -> sigma (...), rgb (..., 3)
-                rays_o:torch.Tensor, # (B, N, 3) ray origins
-                rays_d:torch.Tensor, # (B, N, 3) unit ray directions
-                near:torch.Tensor, # (B, N) where each ray enters the box (e.g. from `ray_box_intersect`)
-                far:torch.Tensor, # (B, N) where each ray leaves it; near == far renders the background
-                n_coarse:int=64, # Stratified samples per ray
-                n_fine:int=64, # Importance samples per ray drawn from the coarse weights (0: none)
-                background=1.0, # Float, (3,) or (B, 3) colour in [0, 1]
-                jitter:bool=False, # Random sample positions (training); False renders deterministically (evaluation)
-                generator:torch.Generator|None=None, # Source of the jitter
-                return_weights:bool=False, # Also return 'weights' (B, N, S) and depths 't' (B, N, S), S = n_coarse + n_fine
-                backend:str='auto', # 'torch', 'triton' or 'auto' (triton for CUDA planes when it imports)
-                precision:str='fp32', # Triton only: 'fp32', or 'bf16' plane reads and decoder products (fp32 sums); the reference computes in the planes' dtype
-                check_values:bool=True, # Check the values (finite, near <= far): reads them back from the GPU; False in captured training steps
-               ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
-    "Volume-render rays through triplanes: stratified coarse samples, importance samples, one composite."
-    dims = _check_render_inputs(planes, decoder, rays_o, rays_d, near, far, values=False) # shapes, dtypes, devices: no GPU work
-    if not isinstance(n_coarse, int) or isinstance(n_coarse, bool) or n_coarse < 1: raise ValueError(f"n_coarse must be a positive int, got {n_coarse!r}")
-    if not isinstance(n_fine, int) or isinstance(n_fine, bool) or n_fine < 0: raise ValueError(f"n_fine must be an int >= 0, got {n_fine!r}")
-    if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    fused = _triton_path(backend, planes)
-    if fused is not None: # the same steps as below in Triton kernels, queued without waiting for the GPU (page 06)
-        return fused(planes, decoder, rays_o, rays_d, near, far, n_coarse, n_fine, background, jitter, generator, return_weights, precision,
-                     check_values)
-    checks = []
-    bg = _background(background, dims['B'], planes, checks)
-    if check_values: raise_failed(checks + _value_checks(planes, rays_o, rays_d, near, far)) # one wait for the GPU
+# %% ../nbs/05_render.ipynb #bc100b3f
+def render_rays_reference(planes:torch.Tensor, # (B, 3, C, R, R) triplanes
+                          decoder, # `TriplaneDecoder`: features (..., C) -> sigma (...), rgb (..., 3)
+                          rays_o:torch.Tensor, # (B, N, 3) ray origins
+                          rays_d:torch.Tensor, # (B, N, 3) unit ray directions
+                          near:torch.Tensor, # (B, N) where each ray enters the box (e.g. from `ray_box_intersect`)
+                          far:torch.Tensor, # (B, N) where each ray leaves it; near == far renders the background
+                          n_coarse:int=64, # Stratified samples per ray
+                          n_fine:int=64, # Importance samples per ray drawn from the coarse weights (0: none)
+                          background=1.0, # Float, (3,) or (B, 3) colour in [0, 1]
+                          jitter:bool=False, # Random sample positions (training); False renders deterministically
+                          generator:torch.Generator|None=None, # Source of the jitter
+                          return_weights:bool=False, # Also return 'weights' and depths 't' (B, N, n_coarse + n_fine)
+                          check_values:bool=True, # Check the values (finite, near <= far): reads them back from the device
+                         ) -> dict: # 'rgb' (B, N, 3) in [0, 1], 'depth' (B, N), 'opacity' (B, N) [, 'weights', 't']
+    "Volume-render rays through triplanes in PyTorch: stratified coarse samples, importance samples, one composite."
+    dims = check_render_inputs(planes, decoder, rays_o, rays_d, near, far)
+    check_sample_counts(n_coarse, n_fine)
+    bg = background_colour(background, dims['B'], planes.dtype, planes.device)
+    if check_values: # one wait for the device; numbers in `background` are checked already
+        raise_failed(value_checks(planes, rays_o, rays_d, near, far, bg if torch.is_tensor(background) else None))
     composite = lambda t, rw: _composite(planes, decoder, rays_o, rays_d, t, near, far, bg, rw)
     with torch.no_grad(): # where the samples go carries no gradient
         t = stratified_samples(near, far, n_coarse, jitter, generator) # (B, N, n_coarse)
-        if n_fine > 0: t = importance_samples(t, composite(t, True)['weights'], near, far, n_fine, jitter, generator) # (B, N, n_coarse + n_fine)
+        if n_fine > 0: t = importance_samples(t, composite(t, True)['weights'], near, far, n_fine, jitter, generator)
     out = composite(t, return_weights)
-    if return_weights: out['t'] = t
+    if return_weights: out['t'] = t # (B, N, n_coarse + n_fine)
     return out
 
 # %% ../nbs/05_render.ipynb #1bc547b9
-def render_image(planes:torch.Tensor, # (B, 3, C, R, R) triplanes, or (1, 3, C, R, R) for all the cameras
-                 decoder, # `TriplaneDecoder`
-                 cameras:Cameras, # B cameras of size H x W (or any number with a single triplane)
-                 chunk:int=32768, # Rays rendered at once, over the whole batch: bounds the memory
-                 **kwargs, # Passed to `render_rays`: n_coarse, n_fine, background, jitter, generator, backend, precision, check_values
-                ) -> dict: # 'rgb' (B, 3, H, W) in [0, 1], 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W) [, 'weights', 't' (B, S, H, W)]
-    "Render every pixel of `cameras` from the triplanes, in chunks of rays."
+def render_pixels(renderer, # A ray renderer with the signature of `render_rays_reference`
+                  planes:torch.Tensor, # (B, 3, C, R, R) triplanes, or (1, 3, C, R, R) for all the cameras
+                  decoder, # `TriplaneDecoder`
+                  cameras:Cameras, # B cameras of size H x W (or any number with a single triplane)
+                  chunk:int=32768, # Rays rendered at once, over the whole batch: bounds the memory
+                  **kwargs, # Passed to `renderer`: n_coarse, n_fine, background, jitter, generator, ...
+                 ) -> dict: # 'rgb' (B, 3, H, W) in [0, 1], 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W) [, 'weights', 't' (B, S, H, W)]
+    "Render every pixel of `cameras` from the triplanes with `renderer`, in chunks of rays."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     check_tensor(planes, 'planes', (None, 3, None, None, None), floating=True)
     if not isinstance(chunk, int) or chunk < 1: raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     V, H, W, B = len(cameras), cameras.H, cameras.W, planes.shape[0]
     if B not in (1, V): raise ValueError(f"planes hold {B} triplanes for {V} cameras: give one triplane per camera, or one for all")
     rays_o, rays_d = (r.to(planes.dtype) for r in get_rays(cameras.to(planes.device))) # (V, H*W, 3)
-    near, far = ray_box_intersect(rays_o, rays_d)
-    rays_o, rays_d, near, far = (x.reshape(B, V // B * H * W, *x.shape[2:]) for x in (rays_o, rays_d, near.to(planes.dtype), far.to(planes.dtype)))
+    near, far = (x.to(planes.dtype) for x in ray_box_intersect(rays_o, rays_d))
+    rays_o, rays_d, near, far = (x.reshape(B, V // B * H * W, *x.shape[2:]) for x in (rays_o, rays_d, near, far))
     step = max(1, chunk // B)
-    parts = [render_rays(planes, decoder, rays_o[:, i:i + step], rays_d[:, i:i + step], near[:, i:i + step], far[:, i:i + step], **kwargs)
+    parts = [renderer(planes, decoder, *(x[:, i:i + step] for x in (rays_o, rays_d, near, far)), **kwargs)
              for i in range(0, rays_o.shape[1], step)]
     out = {k: torch.cat([p[k] for p in parts], 1).reshape(V, H, W, -1) for k in parts[0]}
     return {k: v.permute(0, 3, 1, 2) for k, v in out.items()} # (V, channels, H, W)

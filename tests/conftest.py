@@ -1,9 +1,16 @@
-"""Fixtures shared by the browser tests (the docs site and JupyterLab), and the skip of Triton tests where Triton is absent."""
+"""Fixtures shared by the browser tests (the docs site and JupyterLab), the skip of Triton tests where Triton is absent, and
+Triton's CPU interpreter where there is no GPU."""
 import importlib.util
+import os
 import re
 import shutil
 
 import pytest
+import torch
+
+# Triton reads TRITON_INTERPRET when it decorates a kernel, its own library functions included (at its first import):
+# on a machine without a GPU the kernels run in its interpreter only if this is set before any test imports triton.
+if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1')
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from renderdiffusion_nb.cameras import sample_cameras
-from renderdiffusion_nb.render import render_image, render_rays, render_samples, sample_pdf, stratified_samples
+from renderdiffusion_nb.render import render_samples, sample_pdf, stratified_samples
+from renderdiffusion_nb.rendering import render_image, render_rays
 from renderdiffusion_nb.triplane import TriplaneDecoder, sample_triplane, sphere_triplane
 
 

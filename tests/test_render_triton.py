@@ -151,7 +151,7 @@ def test_bad_precision_and_sizes():
     with pytest.raises(ValueError, match="precision must be one of"): render_samples_triton(planes, dec, rays_o, rays_d, t, near, far, bg, precision='fp16')
     big = planes[:, :, :, :1, :1].expand(2, 3, 5, 12000, 12000) # 3 x 12000^2 x 5 values per image: int32 offsets overflow
     with pytest.raises(ValueError, match='fewer than 2..31 values'): render_samples_triton(big, dec, rays_o, rays_d, t, near, far, bg)
-    from renderdiffusion_nb.render import render_rays
+    from renderdiffusion_nb.rendering import render_rays
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"): render_rays(planes, dec, rays_o, rays_d, near, far, precision='tf32')
 
 @cuda_only
@@ -184,7 +184,7 @@ def test_gpu_training_steps_match():
 @cpu_only
 def test_render_rays_dispatch_matches_reference():
     "render_rays(backend='triton') (coarse pass, importance samples, fine pass) gives the reference's rgb, depth and opacity."
-    from renderdiffusion_nb.render import render_rays
+    from renderdiffusion_nb.rendering import render_rays
     planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=12, C=6, R=8, hidden=16, seed=7, scale=0.3)
     kw = dict(n_coarse=8, n_fine=8, background=bg)
     ref = render_rays(planes, dec, rays_o, rays_d, near, far, backend='torch', **kw)
@@ -207,7 +207,7 @@ BAD_VALUES = { # what to spoil in render_rays' inputs, and the message expected
 @pytest.mark.parametrize('bad', list(BAD_VALUES))
 def test_render_rays_triton_bad_values_raise_after_a_safe_run(bad):
     "With the Triton backend the value checks are read after the kernels ran on the bad values: they must stay in bounds, then raise."
-    from renderdiffusion_nb.render import render_rays
+    from renderdiffusion_nb.rendering import render_rays
     planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=12, C=6, R=8, hidden=16, seed=7, scale=0.3, device='cuda' if CUDA else 'cpu')
     a = dict(planes=planes, rays_o=rays_o, rays_d=rays_d, near=near, far=far, background=bg)
     spoil, message = BAD_VALUES[bad]
@@ -221,7 +221,7 @@ def test_render_rays_triton_bad_values_raise_after_a_safe_run(bad):
 def test_render_rays_triton_never_waits_for_the_whole_stream():
     "A Triton render step reads its value checks back without a stream or device synchronisation (it waits on an event behind them)."
     import warnings
-    from renderdiffusion_nb.render import render_rays
+    from renderdiffusion_nb.rendering import render_rays
     planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=300, C=8, R=16, hidden=16, seed=7, scale=0.3, device='cuda')
     planes.requires_grad_()
     kw = dict(n_coarse=16, n_fine=16, background=bg, backend='triton', jitter=True)
@@ -239,13 +239,13 @@ def test_render_rays_triton_never_waits_for_the_whole_stream():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter switch matters only without a GPU")
 def test_interpreter_survives_torch_importing_triton_first():
-    "Building an optimizer makes PyTorch import triton; the library must have switched the interpreter on before that."
-    import subprocess, sys, textwrap
+    "Building an optimizer makes PyTorch import triton; the library (page 00) must have switched the interpreter on before that."
+    import os, subprocess, sys, textwrap
     code = textwrap.dedent('''
         import torch
         from renderdiffusion_nb.triplane import sphere_triplane
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-        from renderdiffusion_nb.render import render_rays
+        from renderdiffusion_nb.rendering import render_rays
         from renderdiffusion_nb.cameras import sample_cameras, get_rays, ray_box_intersect
         planes, dec = sphere_triplane()
         o, d = get_rays(sample_cameras(1, 4, 4, generator=torch.Generator().manual_seed(0)))
@@ -253,7 +253,24 @@ def test_interpreter_survives_torch_importing_triton_first():
         a, b = (render_rays(planes, dec, o, d, n, f, n_coarse=4, n_fine=4, backend=k)['rgb'] for k in ('torch', 'triton'))
         assert (a - b).abs().max() < 1e-5
     ''')
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'} # as a user's shell: nothing set
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter matters only without a GPU")
+def test_interpreter_off_is_a_clear_error():
+    "With the interpreter switched off on a machine without a GPU, the Triton functions say what to set (not Triton's '0 active drivers')."
+    import os, subprocess, sys, textwrap
+    code = textwrap.dedent('''
+        import torch
+        from renderdiffusion_nb.render_triton import importance_samples_triton
+        t = torch.linspace(0, 1, 4).expand(1, 2, 4).contiguous()
+        try: importance_samples_triton(t, torch.ones(1, 2, 4), torch.zeros(1, 2), torch.ones(1, 2), 2)
+        except RuntimeError as e: assert 'TRITON_INTERPRET=1' in str(e), e
+        else: raise AssertionError('no error')
+    ''')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=os.environ | {'TRITON_INTERPRET': '0'})
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -372,7 +389,7 @@ def test_coarse_kernel_makes_stratified_depths_bit_for_bit(n, jitter):
 @pytest.mark.parametrize('n_fine,jitter,precision', [(0, True, 'fp32'), (5, False, 'fp32'), (5, True, 'fp32'), (6, True, 'bf16')])
 def test_render_rays_triton_matches_reference(n_fine, jitter, precision):
     "render_rays' Triton path against the reference with the same generator: depths, weights, outputs and gradients (CPU interpreter or GPU)."
-    from renderdiffusion_nb.render import render_rays
+    from renderdiffusion_nb.rendering import render_rays
     planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=40, C=6, R=8, hidden=16, seed=3, scale=0.3, device=DEV)
     outs, grads = {}, {}
     for backend in ('torch', 'triton'):
