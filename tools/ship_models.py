@@ -8,6 +8,13 @@ weights with `init=`), the exported weights and the `rd-eval` results, e.g.:
 
 Each run folder holds `<name>/config.json` and `<name>/log.jsonl`; `--weights` holds `<name>-64.safetensors`;
 `--eval` holds `<family>/results.json`. Existing model files are replaced only with `--overwrite`.
+
+A model trained by `benchmarks/study.py` (fresh procedural scenes, weights saved by `--save`) ships with `--study`:
+
+    python tools/ship_models.py --study results.json --arm "t_power=2,lr=5e-4" --name clevr1 --weights w.safetensors \
+        --eval eval_a/results.json eval_b/results.json --device "NVIDIA H200" --date 2026-12-02 --overwrite
+
+Every card records the images seen and the GPU time over all of the model's runs (`images_seen`, `gpu_seconds`).
 """
 from __future__ import annotations
 import argparse
@@ -43,8 +50,53 @@ def phase(run: Path) -> dict:
             'model': cfg['model'], 'data': Path(cfg['data']).name, 'start_step': max(first, 0)}
 
 
+def ship_study(a):
+    "Ship one model of a study run: its weights, a card from the study's curve and settings, the rd-eval rows, and the README."
+    study = json.loads(a.study.read_text())
+    arm = next(r for r in study['arms'] if r['arm'] == a.arm)
+    family, method = MODELS[a.name]
+    dst = DEST / f'{a.name}.safetensors'
+    if dst.exists() and not a.overwrite: raise SystemExit(f'{dst} exists; pass --overwrite to replace it')
+    old = json.loads((DEST / f'{a.name}.json').read_text()) if (DEST / f'{a.name}.json').exists() else {}
+    shutil.copyfile(a.weights, dst)
+    rows = [r for e in a.eval for r in json.loads(e.read_text())]
+    own = [r for r in rows if r['method'].startswith(method)]
+    floor = [r for r in old.get('metrics', []) if r['method'] == 'mean training image'] # a property of the data, kept
+    last = arm['curve'][-1]
+    settings = dict(steps=last['step'], batch_size=arm['batch'], lr=arm['lr'], warmup=min(500, last['step'] // 10), t_max=None, t_power=1.0,
+                    weighting='uniform', seed=0) # study.py's settings for a `small` run
+    for kv in a.arm.split(','): # the arm's own fields, as the study parsed them
+        k, _, v = kv.partition('=')
+        if v: settings[k] = json.loads(v) if v[0].isdigit() or v[0] in '-.' else v
+    card = {'name': a.name, 'file': dst.name, 'bytes': dst.stat().st_size, 'sha256': hashlib.sha256(dst.read_bytes()).hexdigest(),
+            'family': family, 'method': method, 'weights': 'EMA, float16', 'model': old.get('model'),
+            'data': dict(family=family, train_scenes=arm['images'], views_per_scene=1, resolution=64,
+                         generator=f'procedural:{family} (fresh scenes every step, split train)',
+                         test='64 held-out scenes x 4 views (split test), view 0 is the input'),
+            'steps': last['step'], 'train_seconds': round(last['train_s']), 'images_seen': arm['images'], 'gpu_seconds': round(last['train_s']),
+            'device': a.device, 'date': a.date, 'concurrent': '',
+            'phases': [{'settings': settings, 'init': None, 'steps': last['step'], 'train_seconds': round(last['train_s']),
+                        'final_loss': round(last['loss'], 4), 'images_per_s': round(arm['images'] / last['train_s'], 1),
+                        'data': f'procedural:{family}', 'start_step': 0}],
+            'metrics': [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in own + floor]}
+    (DEST / f'{a.name}.json').write_text(json.dumps(card, indent=1) + '\n')
+    cards = {n: json.loads((DEST / f'{n}.json').read_text()) for n in MODELS if (DEST / f'{n}.json').exists()}
+    (DEST / 'README.md').write_text(readme(cards))
+    print(f"{a.name}: {card['bytes'] / 2**20:.1f} MiB, {card['steps']} steps, {card['images_seen']:,} images, {card['gpu_seconds']} GPU-s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if '--study' in __import__('sys').argv:
+        ap.add_argument('--study', type=Path, required=True, help="a study's JSON (benchmarks/study.py --json)")
+        ap.add_argument('--arm', required=True, help='the arm whose weights ship')
+        ap.add_argument('--name', required=True, choices=sorted(MODELS))
+        ap.add_argument('--weights', type=Path, required=True, help="the arm's weights (study.py --save)")
+        ap.add_argument('--eval', type=Path, nargs='+', required=True, help='rd-eval results.json files')
+        ap.add_argument('--device', required=True)
+        ap.add_argument('--date', required=True)
+        ap.add_argument('--overwrite', action='store_true')
+        return ship_study(ap.parse_args())
     ap.add_argument('--runs', nargs='+', type=Path, required=True, help='run folders of the training phases, in order')
     ap.add_argument('--weights', type=Path, required=True)
     ap.add_argument('--eval', type=Path, required=True)
@@ -85,16 +137,22 @@ def readme(cards: dict) -> str:
            'one view of each training scene is ever seen. Load one with `load_pretrained(name)`; each file is checked',
            'against the SHA-256 in its card first. Numbers are on held-out scenes and held-out views (`rd-eval`).', '']
     for n, c in cards.items():
+        fresh = c['data'].get('generator', '').startswith('procedural:')
+        images = c.get('images_seen', sum((p['steps'] - p['start_step']) * p['settings']['batch_size'] for p in c['phases']))
+        gpu = c.get('gpu_seconds', c['train_seconds'])
         out += [f"## `{n}`: {c['method']} on `{c['family']}`", '',
-                f"- data: {c['data']['train_scenes']:,} `{c['family']}` scenes at 64x64, one view each; evaluated on {c['data']['test']}",
+                f"- data: {c['data']['train_scenes']:,} `{c['family']}` scenes at 64x64, one view each"
+                f"{' (fresh procedural scenes every step: no scene seen twice)' if fresh else ''}; evaluated on {c['data']['test']}",
                 f"- model: `small` preset ({c['model']['unet']['channels']}-channel U-Net, triplane {c['model']['triplane_res']}x{c['model']['triplane_res']}x{c['model']['n_features']}, "
                 f"{c['model']['n_coarse']}+{c['model']['n_fine']} samples per ray); weights: {c['weights']}, {c['bytes'] / 2**20:.1f} MiB",
                 f"- training: {c['steps']:,} steps of batch {c['phases'][0]['settings']['batch_size']} in {len(c['phases'])} phase(s), "
-                f"{c['train_seconds'] / 60:.0f} min on one {c['device']} ({c['date']}){'; ' + c['concurrent'] if c['concurrent'] else ''}"]
+                f"{c['train_seconds'] / 60:.0f} min on one {c['device']} ({c['date']}){'; ' + c['concurrent'] if c['concurrent'] else ''}",
+                f"- in all: {images:,} images seen, {gpu / 60:.1f} GPU-minutes"]
         for i, p in enumerate(c['phases']):
             s = p['settings']
-            what = f"t_max={s['t_max']} (no noise)" if s['t_max'] == 0 else f"t_power={s['t_power']}"
-            out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']}, lr {s['lr']} (warm-up {s['warmup']}, cosine), {what}, seed {s['seed']}"
+            what = f"t_max={s['t_max']} (no noise)" if s.get('t_max') == 0 else f"t_power={s.get('t_power', 1.0)}"
+            out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']}, lr {s['lr']} (warm-up {s.get('warmup', 'min(500, steps / 10)')}, cosine), "
+                       f"{what}, seed {s.get('seed', 0)}"
                        f"{', from ' + p['init'] if p['init'] else ', from random weights'}; final loss {p['final_loss']}, {p['images_per_s']} images/s")
         out += ['', '| method | t_r | input PSNR | novel PSNR | input SSIM | novel SSIM | novel depth MAE |', '| --- | --- | --- | --- | --- | --- | --- |']
         f = lambda r, k, fmt: fmt.format(r[k]) if r.get(k) is not None else '-'
