@@ -8,12 +8,13 @@ import math
 from typing import Callable
 
 import torch
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import check_tensor
 
 # %% auto #0
-__all__ = ['NoiseSchedule', 'q_sample', 'q_posterior', 'ddpm_step', 'ddim_step', 'respace', 'denoise']
+__all__ = ['NoiseSchedule']
 
 # %% ../nbs/01_diffusion.ipynb #2d54abf2
 def _linear_betas(T, beta_start=1e-4, beta_end=0.02, max_beta=0.999):
@@ -51,7 +52,8 @@ class NoiseSchedule:
     def __repr__(self): return f"NoiseSchedule(T={self.T}, kind={self.kind!r}, alpha_bar[-1]={self.alpha_bar[-1].item():.2e})"
 
 # %% ../nbs/01_diffusion.ipynb #b3680bfd
-def _check_t(self, t, B, name='t', lo=0, check_values=True):
+@patch
+def _check_t(self:NoiseSchedule, t, B, name='t', lo=0, check_values=True):
     "`t` as a (B,) long tensor in [lo, T), or a clear error (its values checked unless `check_values` is False)."
     if isinstance(t, int) and not isinstance(t, bool): t = torch.full((B,), t, dtype=torch.long)
     if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
@@ -62,15 +64,16 @@ def _check_t(self, t, B, name='t', lo=0, check_values=True):
         raise ValueError(f"{name} must lie in [{lo}, {self.T - 1}], got values from {int(t.min())} to {int(t.max())}")
     return t.long()
 
-def _gather(self, a, t, x):
+# %% ../nbs/01_diffusion.ipynb #6bce0bb7
+@patch
+def _gather(self:NoiseSchedule, a, t, x):
     "Schedule values `a` at timesteps `t`, shaped to broadcast over `x` (B, ...)."
     key = (a.data_ptr(), x.device)
     if key not in self._copies: self._copies[key] = a.to(x.device)
     return self._copies[key][t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
-NoiseSchedule._check_t, NoiseSchedule._gather = _check_t, _gather
-
 # %% ../nbs/01_diffusion.ipynb #c138f7a3
+@patch
 def q_sample(self:NoiseSchedule,
              x0:torch.Tensor, # (B, ...) clean images, e.g. (B, 3, H, W) in [-1, 1]
              t:int|torch.Tensor, # (B,) timesteps in [0, T)
@@ -87,9 +90,8 @@ def q_sample(self:NoiseSchedule,
     ab = self._gather(self.alpha_bar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-NoiseSchedule.q_sample = q_sample
-
 # %% ../nbs/01_diffusion.ipynb #de0aa758
+@patch
 def q_posterior(self:NoiseSchedule,
                 x0:torch.Tensor, # (B, ...) clean (or predicted) images
                 x_t:torch.Tensor, # (B, ...) noisy images at step t
@@ -104,9 +106,8 @@ def q_posterior(self:NoiseSchedule,
     var = g((1 - self.alpha_bar_prev) / (1 - self.alpha_bar) * self.betas)
     return coef0 * x0 + coef_t * x_t, var
 
-NoiseSchedule.q_posterior = q_posterior
-
 # %% ../nbs/01_diffusion.ipynb #bf7f766c
+@patch
 def ddpm_step(self:NoiseSchedule,
               x_t:torch.Tensor, # (B, ...) current noisy images
               x0_hat:torch.Tensor, # (B, ...) the model's prediction of x0
@@ -120,9 +121,8 @@ def ddpm_step(self:NoiseSchedule,
     if noise is None: noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x_t.device)
     return mean + var.sqrt() * noise * (t > 0).to(x_t.dtype).view_as(var)
 
-NoiseSchedule.ddpm_step = ddpm_step
-
 # %% ../nbs/01_diffusion.ipynb #dbcefdba
+@patch
 def ddim_step(self:NoiseSchedule,
               x_t:torch.Tensor, # (B, ...) current noisy images
               x0_hat:torch.Tensor, # (B, ...) the model's prediction of x0
@@ -148,9 +148,8 @@ def ddim_step(self:NoiseSchedule,
         x_prev = x_prev + sigma * noise
     return x_prev
 
-NoiseSchedule.ddim_step = ddim_step
-
 # %% ../nbs/01_diffusion.ipynb #b52cb4ba
+@patch
 def respace(self:NoiseSchedule,
             steps:int, # Number of steps to keep, 1 <= steps <= T
             t_max:int|None=None, # Largest timestep kept (default T-1; smaller for reconstruction from t_r)
@@ -164,9 +163,8 @@ def respace(self:NoiseSchedule,
     betas = 1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
     return NoiseSchedule(betas=betas, timesteps=self.timesteps[keep], kind=f'{self.kind}, respaced')
 
-NoiseSchedule.respace = respace
-
 # %% ../nbs/01_diffusion.ipynb #4dab85c0
+@patch
 def denoise(self:NoiseSchedule,
             x0_fn:Callable, # x0_fn(x_t (B, ...), t (B,) long) -> x0_hat (B, ...)
             shape:tuple, # Shape of the samples, (B, 3, H, W)
@@ -197,5 +195,3 @@ def denoise(self:NoiseSchedule,
         else: x = self.ddim_step(x, x0_hat, ts[k], ts[k - 1] if k > 0 else -1, eta=eta, generator=generator)
         if callback is not None: x = callback(x, ts[k - 1] if k > 0 else -1)
     return x, x0_hat
-
-NoiseSchedule.denoise = denoise

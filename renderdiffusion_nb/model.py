@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -100,11 +101,12 @@ class RenderDiffusion(nn.Module):
     def extra_repr(self): return f'image_size={self.config.image_size}, triplane=(3, {self.config.n_features}, {self.config.triplane_res}, {self.config.triplane_res})'
 
 # %% ../nbs/08_model.ipynb #b59f0bb5
-def _encode(self:RenderDiffusion,
-            x_t:torch.Tensor, # (B, 3, H, W) noisy images in [-1, 1] (roughly), H = W = config.image_size
-            t:torch.Tensor, # (B,) integer timesteps in [0, T)
-            check_values:bool=True, # Check that t lies in [0, T) (reads t back from the GPU; the training step passes False)
-           ) -> torch.Tensor: # (B, 3, C, R, R) triplanes
+@patch
+def encode(self:RenderDiffusion,
+           x_t:torch.Tensor, # (B, 3, H, W) noisy images in [-1, 1] (roughly), H = W = config.image_size
+           t:torch.Tensor, # (B,) integer timesteps in [0, T)
+           check_values:bool=True, # Check that t lies in [0, T) (reads t back from the GPU; the training step passes False)
+          ) -> torch.Tensor: # (B, 3, C, R, R) triplanes
     "The triplanes $e_\\phi(x_t, t)$."
     S = self.config.image_size
     dims = check_tensor(x_t, 'x_t', ('B', 3, None, None), floating=True)
@@ -116,19 +118,18 @@ def _encode(self:RenderDiffusion,
         raise ValueError(f"t must hold integer timesteps in [0, {self.config.T - 1}], got {t.dtype} values {t.min().item()}..{t.max().item()}")
     return self.encoder(x_t, t)
 
-RenderDiffusion.encode = _encode
-
 # %% ../nbs/08_model.ipynb #6fea98e2
-def _render(self:RenderDiffusion,
-            planes:torch.Tensor, # (B, 3, C, R, R) triplanes
-            cameras:Cameras, # B cameras (any image size)
-            jitter:bool=False, # Jitter the stratified samples (training)
-            generator:torch.Generator|None=None, # Source of the jitter
-            backend:str='auto', # Renderer: 'auto', 'torch' or 'triton'
-            chunk:int|None=None, # Rays per renderer call (bounds memory for large views); None: all at once
-            precision:str='fp32', # Triton renderer's plane reads and decoder products: 'fp32' or 'bf16' (see `render_rays`)
-            check_values:bool=True, # Check the planes' values (finite): reads them back from the GPU; the training step passes False
-           ) -> dict: # 'rgb' (B, 3, H, W) in [-1, 1], 'depth' (B, 1, H, W) distance along the ray, 'opacity' (B, 1, H, W)
+@patch
+def render(self:RenderDiffusion,
+           planes:torch.Tensor, # (B, 3, C, R, R) triplanes
+           cameras:Cameras, # B cameras (any image size)
+           jitter:bool=False, # Jitter the stratified samples (training)
+           generator:torch.Generator|None=None, # Source of the jitter
+           backend:str='auto', # Renderer: 'auto', 'torch' or 'triton'
+           chunk:int|None=None, # Rays per renderer call (bounds memory for large views); None: all at once
+           precision:str='fp32', # Triton renderer's plane reads and decoder products: 'fp32' or 'bf16' (see `render_rays`)
+           check_values:bool=True, # Check the planes' values (finite): reads them back from the GPU; the training step passes False
+          ) -> dict: # 'rgb' (B, 3, H, W) in [-1, 1], 'depth' (B, 1, H, W) distance along the ray, 'opacity' (B, 1, H, W)
     "Volume-render the triplanes from `cameras`."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     dims = check_tensor(planes, 'planes', ('B', 3, self.config.n_features, None, None), floating=True)
@@ -141,16 +142,15 @@ def _render(self:RenderDiffusion,
                            check_values=check_values)
     return {**out, 'rgb': to_signed(out['rgb'])}
 
-RenderDiffusion.render = _render
-
 # %% ../nbs/08_model.ipynb #addb7fff
-def _forward(self:RenderDiffusion,
-             x_t:torch.Tensor, # (B, 3, H, W) noisy images, H = W = config.image_size
-             t:torch.Tensor, # (B,) integer timesteps in [0, T)
-             cameras:Cameras, # B cameras of the input images, of size H x W
-             check_values:bool=True, # Check the values of t and of the planes (reads them back from the GPU); False in training steps
-             **render_kwargs, # `jitter`, `generator`, `backend`, `chunk`, `precision` for `render`
-            ) -> dict: # 'x0_hat' (B, 3, H, W) in [-1, 1], 'planes' (B, 3, C, R, R), 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
+@patch
+def forward(self:RenderDiffusion,
+            x_t:torch.Tensor, # (B, 3, H, W) noisy images, H = W = config.image_size
+            t:torch.Tensor, # (B,) integer timesteps in [0, T)
+            cameras:Cameras, # B cameras of the input images, of size H x W
+            check_values:bool=True, # Check the values of t and of the planes (reads them back from the GPU); False in training steps
+            **render_kwargs, # `jitter`, `generator`, `backend`, `chunk`, `precision` for `render`
+           ) -> dict: # 'x0_hat' (B, 3, H, W) in [-1, 1], 'planes' (B, 3, C, R, R), 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
     "Predict $x_0$ by rendering the triplane lifted from $x_t$ from the input camera."
     planes = self.encode(x_t, t, check_values)
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
@@ -158,8 +158,6 @@ def _forward(self:RenderDiffusion,
         raise ValueError(f"cameras are for {cameras.H}x{cameras.W} images but x_t is {x_t.shape[-2]}x{x_t.shape[-1]}")
     out = self.render(planes, cameras, check_values=check_values, **render_kwargs)
     return {'x0_hat': out['rgb'], 'planes': planes, 'depth': out['depth'], 'opacity': out['opacity']}
-
-RenderDiffusion.forward = _forward
 
 # %% ../nbs/08_model.ipynb #042c7443
 def rotate_cameras(cameras:Cameras, # B cameras

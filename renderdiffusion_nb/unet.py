@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import check_tensor
 
@@ -171,10 +172,11 @@ class TriplaneUNet(nn.Module):
         self.out = nn.Sequential(_norm(ch, c.groups), nn.SiLU(), _zero(nn.Conv2d(ch, 3 * n_features, 3, padding=1)))
 
 # %% ../nbs/07_unet.ipynb #04df4ab7
-def _unet_forward(self:TriplaneUNet,
-                  x:torch.Tensor, # (B, 3, H, W) noisy image x_t, H = W = image_size
-                  t:torch.Tensor, # (B,) timesteps
-                 ) -> torch.Tensor: # (B, 3, C, R, R) triplane, planes xy, xz, yz
+@patch
+def forward(self:TriplaneUNet,
+            x:torch.Tensor, # (B, 3, H, W) noisy image x_t, H = W = image_size
+            t:torch.Tensor, # (B,) timesteps
+           ) -> torch.Tensor: # (B, 3, C, R, R) triplane, planes xy, xz, yz
     "Lift the noisy image `x` at timestep `t` into a triplane."
     S = self.image_size
     dims = check_tensor(x, 'x', ('B', 3, None, None), floating=True)
@@ -187,5 +189,3 @@ def _unet_forward(self:TriplaneUNet,
     for m in self.up: h = m(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(m, _Block) else m(h, emb)
     for m in self.extra: h = m(h, emb)
     return self.out(h).unflatten(1, (3, self.n_features))
-
-TriplaneUNet.forward = _unet_forward
