@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #a9db5eba
 from __future__ import annotations
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -18,9 +19,10 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'finite_check', 'start_checks', 'raise_failed',
-           'check_count', 'to_unit', 'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'ImageRangeWarning',
-           'as_model_image', 'atomic_write', 'save_image', 'load_image', 'save_gif', 'show_images']
+__all__ = ['get_device', 'module_device', 'seed_everything', 'sample_noise', 'check_tensor', 'NonFiniteError', 'finite_check',
+           'start_checks', 'raise_failed', 'check_count', 'config_from_dict', 'to_unit', 'to_signed', 'to_uint8',
+           'to_pil', 'from_pil', 'ImageRangeWarning', 'as_model_image', 'atomic_write', 'save_image', 'load_image',
+           'save_gif', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # None or 'auto' (CUDA when there is a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'
@@ -57,6 +59,16 @@ def seed_everything(seed:int, # Seed for Python, NumPy and PyTorch (CPU and CUDA
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(int(seed))
 
+# %% ../nbs/00_core.ipynb #1905d564
+def sample_noise(shape:tuple, # Shape of the noise
+                 generator:torch.Generator|None=None, # Source of the noise (None: PyTorch's global CPU generator)
+                 device:str|torch.device|None=None, # Device of the result (default: the CPU)
+                 dtype:torch.dtype=torch.float32, # Its dtype
+                ) -> torch.Tensor: # `shape`, standard normal
+    "Standard normal noise drawn on `generator`'s device, returned on `device`."
+    gdev = 'cpu' if generator is None else generator.device
+    return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device or 'cpu')
+
 # %% ../nbs/00_core.ipynb #47806974
 def check_tensor(x, # The value to check
                  name:str, # Its name in error messages
@@ -81,6 +93,10 @@ def check_tensor(x, # The value to check
     if finite and x.is_floating_point(): raise_failed([finite_check(x, name)])
     return dims
 
+# %% ../nbs/00_core.ipynb #71e735de
+class NonFiniteError(ValueError):
+    "A value that must be finite holds NaN or infinity."
+
 def finite_check(x:torch.Tensor, # The value to check
                  name:str, # Its name in the error message
                 ) -> tuple: # (x's min and max as a float tensor, function making the message)
@@ -89,8 +105,9 @@ def finite_check(x:torch.Tensor, # The value to check
     else: lo_hi = torch.stack(torch.aminmax(x.detach())) # min and max propagate NaN and keep infinities: one read of x, two kernels
     return lo_hi, lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
 
+# %% ../nbs/00_core.ipynb #4d103868
 def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor must be all True, a float one all finite (`finite_check`)
-                ): # a function that waits for the values and raises `ValueError` for the first check that failed
+                ): # a function that waits for the values and raises for the first check that failed
     "Queue the read-back of all the checks (one device-to-host copy) without waiting for it: the caller queues more work, then calls the result."
     if not checks: return lambda: None
     values = torch.cat([v.reshape(-1).to(torch.float64) for v, _ in checks])
@@ -104,12 +121,13 @@ def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor 
         for v, message in checks:
             part = got[i:i + v.numel()]; i += v.numel()
             ok = all(g == 1.0 for g in part) if v.dtype == torch.bool else all(math.isfinite(g) for g in part)
-            if not ok: raise ValueError(message())
+            if not ok: raise (ValueError if v.dtype == torch.bool else NonFiniteError)(message())
     return finish
 
+# %% ../nbs/00_core.ipynb #d408998c
 def raise_failed(checks:list, # (tensor, message function) pairs, as for `start_checks`
                 ):
-    "Read all the checks back from the device at once (one wait) and raise `ValueError` for the first that failed."
+    "Read all the checks back from the device at once (one wait) and raise for the first that failed: `NonFiniteError` or `ValueError`."
     start_checks(checks)()
 
 # %% ../nbs/00_core.ipynb #b451d492
@@ -124,6 +142,17 @@ def check_count(value, # The count given
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)): raise TypeError(f"{want}, got {value!r}")
     if value < 1: raise ValueError(f"{want}, got {value!r}")
     return int(value) if most is None else min(int(value), most)
+
+# %% ../nbs/00_core.ipynb #8f4e9238
+def config_from_dict(cls:type, # A dataclass
+                     d:dict, # Its fields, e.g. from `dataclasses.asdict` and JSON
+                     nested:dict|None=None, # field name -> function making that field's value from a dict
+                    ):
+    "An instance of the dataclass `cls` from a dict of its fields, refusing unknown fields."
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown: raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    nested = nested or {}
+    return cls(**{k: nested[k](v) if k in nested and isinstance(v, dict) else v for k, v in d.items()})
 
 # %% ../nbs/00_core.ipynb #63acdbb9
 def to_unit(x:torch.Tensor, # Image(s) in [-1, 1]
@@ -185,7 +214,7 @@ def as_model_image(x, # (..., 3, H, W) image(s), uint8 in 0..255 or float in [-1
     v = x.detach() if where is None else x.detach()[where.to(x.device).expand_as(x)]
     if v.numel() == 0: return x
     lo, hi = torch.stack(torch.aminmax(v)).float().tolist() # one read-back; NaN and infinity come through
-    if not (math.isfinite(lo) and math.isfinite(hi)): raise ValueError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
+    if not (math.isfinite(lo) and math.isfinite(hi)): raise NonFiniteError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
     seen = f"its values span [{lo:.3g}, {hi:.3g}]"
     if hi > 1 + tol and lo >= -tol and hi <= 255 + tol:
         raise ValueError(f"{name} looks like a 0..255 image ({seen}), but a float image must lie in [-1, 1]: pass it as uint8, or as x / 127.5 - 1")

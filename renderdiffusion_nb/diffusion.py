@@ -11,7 +11,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import check_tensor
+from .core import check_tensor, sample_noise
 
 # %% auto #0
 __all__ = ['NoiseSchedule']
@@ -85,7 +85,7 @@ def q_sample(self:NoiseSchedule,
     check_tensor(x0, 'x0', floating=True)
     if x0.ndim < 1: raise ValueError("x0 must have a batch dimension")
     t = self._check_t(t, x0.shape[0], check_values=check_values)
-    if noise is None: noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x0.device)
+    if noise is None: noise = sample_noise(x0.shape, generator, x0.device, x0.dtype)
     elif noise.shape != x0.shape: raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
     ab = self._gather(self.alpha_bar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
@@ -118,7 +118,7 @@ def ddpm_step(self:NoiseSchedule,
     "One ancestral DDPM step from `x_t` to `x_{t-1}` given a prediction of $x_0$."
     t = self._check_t(t, x_t.shape[0])
     mean, var = self.q_posterior(x0_hat, x_t, t)
-    if noise is None: noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x_t.device)
+    if noise is None: noise = sample_noise(x_t.shape, generator, x_t.device, x_t.dtype)
     return mean + var.sqrt() * noise * (t > 0).to(x_t.dtype).view_as(var)
 
 # %% ../nbs/01_diffusion.ipynb #dbcefdba
@@ -144,7 +144,7 @@ def ddim_step(self:NoiseSchedule,
     sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
     x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps_hat
     if eta > 0:
-        if noise is None: noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x_t.device)
+        if noise is None: noise = sample_noise(x_t.shape, generator, x_t.device, x_t.dtype)
         x_prev = x_prev + sigma * noise
     return x_prev
 
@@ -166,7 +166,7 @@ def respace(self:NoiseSchedule,
 # %% ../nbs/01_diffusion.ipynb #4dab85c0
 @patch
 def denoise(self:NoiseSchedule,
-            x0_fn:Callable, # x0_fn(x_t (B, ...), t (B,) long) -> x0_hat (B, ...)
+            x0_fn:Callable, # x0_fn(x_t (B, ...), t (B,) long) -> x0_hat (B, ...), or a dict holding it as 'x0_hat'
             shape:tuple, # Shape of the samples, (B, 3, H, W)
             steps:int|None=None, # Number of reverse steps (default: all T)
             sampler:str='ddpm', # 'ddpm' (ancestral) or 'ddim'
@@ -175,23 +175,21 @@ def denoise(self:NoiseSchedule,
             t_start:int|None=None, # Timestep of `x_start` (default T-1)
             generator:torch.Generator|None=None, # Source of all noise
             device:str|torch.device|None=None, # Device of the samples (default: that of x_start, else CPU)
-            callback:Callable|None=None, # callback(x, t_prev) -> x, called after every step
             progress:bool=False, # Show a progress bar
-           ) -> tuple: # x0 (B, ...), last x0_hat (B, ...)
+           ) -> tuple: # x0 (B, ...), x0_fn's last output
     "Run the reverse process from noise (or from `x_start` at `t_start`) to $t = 0$."
     if sampler not in ('ddpm', 'ddim'): raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
     t_start = self.T - 1 if t_start is None else t_start
     sched = self.respace(steps if steps is not None else t_start + 1, t_max=t_start)
     device = x_start.device if x_start is not None else torch.device(device or 'cpu')
-    gdev = 'cpu' if generator is None or generator.device.type == 'cpu' else generator.device
-    x = torch.randn(shape, generator=generator, device=gdev).to(device) if x_start is None else x_start
+    x = sample_noise(shape, generator, device) if x_start is None else x_start
     if tuple(x.shape) != tuple(shape): raise ValueError(f"x_start must have shape {tuple(shape)}, got {tuple(x.shape)}")
     ts = sched.timesteps.tolist()
-    x0_hat = x
+    out = None
     for k in tqdm(range(len(ts) - 1, -1, -1), disable=not progress, desc=sampler, leave=False):
         t = torch.full((shape[0],), ts[k], dtype=torch.long, device=device)
-        x0_hat = x0_fn(x, t)
+        out = x0_fn(x, t)
+        x0_hat = out['x0_hat'] if isinstance(out, dict) else out
         if sampler == 'ddpm': x = sched.ddpm_step(x, x0_hat, k, generator=generator)
         else: x = self.ddim_step(x, x0_hat, ts[k], ts[k - 1] if k > 0 else -1, eta=eta, generator=generator)
-        if callback is not None: x = callback(x, ts[k - 1] if k > 0 else -1)
-    return x, x0_hat
+    return x, out

@@ -53,12 +53,8 @@ def generate(model:RenderDiffusion, # A trained denoiser
     images, planes = [], []
     for i in tqdm(range(0, n, batch_size), disable=not progress or n <= batch_size, desc='generate'):
         cams = cameras[i:i + batch_size].to(dev)
-        last = {}
-        def x0_fn(x_t, t):
-            last.update(model(x_t, t, cams))
-            return last['x0_hat']
-        x, _ = model.schedule.denoise(x0_fn, (len(cams), 3, S, S), steps=steps, sampler=sampler, eta=eta,
-                                      generator=generator, device=dev, progress=progress)
+        x, last = model.schedule.denoise(lambda x_t, t: model(x_t, t, cams), (len(cams), 3, S, S), steps=steps, sampler=sampler,
+                                         eta=eta, generator=generator, device=dev, progress=progress)
         images.append(x); planes.append(last['planes'])
     return {'images': torch.cat(images), 'planes': torch.cat(planes), 'cameras': cameras}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .core import as_model_image, check_count, check_tensor, module_device
+from .core import as_model_image, check_count, check_tensor, module_device, sample_noise
 from .cameras import Cameras
 from .model import RenderDiffusion
 
@@ -96,8 +96,7 @@ def inpaint(model:RenderDiffusion, # A trained denoiser
     x0, known, cams = torch.where(known, image, 0.).to(dev), known.to(dev), cameras.to(dev)
     steps = check_count(steps, 'steps', default=50, most=model.schedule.T)
     sched = model.schedule.respace(steps)
-    gdev = 'cpu' if generator is None or generator.device.type == 'cpu' else generator.device
-    noise = lambda: torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
+    noise = lambda: sample_noise(x0.shape, generator, dev)
     x, last = noise(), {}
     ts = repaint_timeline(steps, resample, jump)
     for k, k_next in tqdm(list(zip(ts, ts[1:])), disable=not progress, desc='inpaint', leave=False):

@@ -9,7 +9,7 @@ import importlib.resources
 import json
 import os
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .cameras import Cameras
-from .core import atomic_write, check_tensor, get_device, to_signed
+from .core import atomic_write, check_tensor, config_from_dict, get_device, to_signed
 from .data import BACKGROUND
 from .diffusion import NoiseSchedule
 from .render import render_image
@@ -66,9 +66,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d:dict) -> ModelConfig:
         "The config from `to_dict`'s output, refusing unknown fields."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 # %% ../nbs/08_model.ipynb #a961da1a
 MODEL_PRESETS = {

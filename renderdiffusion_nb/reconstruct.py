@@ -41,12 +41,8 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
     dev = module_device(model)
     x, cams = image.to(dev), cameras.to(dev)
     x_tr = model.schedule.q_sample(x, t_r, generator=generator) if t_r > 0 else x
-    last = {}
-    def x0_fn(x_t, t):
-        last.update(model(x_t, t, cams))
-        return last['x0_hat']
-    out, _ = model.schedule.denoise(x0_fn, tuple(x.shape), steps=steps, sampler=sampler,
-                                    x_start=x_tr, t_start=t_r, generator=generator)
+    out, last = model.schedule.denoise(lambda x_t, t: model(x_t, t, cams), tuple(x.shape), steps=steps, sampler=sampler,
+                                       x_start=x_tr, t_start=t_r, generator=generator)
     return {'planes': last['planes'], 'image': out, 'x_tr': x_tr}
 
 # %% ../nbs/11_reconstruct.ipynb #686be2e0
