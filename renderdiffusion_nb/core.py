@@ -6,6 +6,7 @@
 from __future__ import annotations
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import random
@@ -13,6 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from PIL import Image
 __all__ = ['get_device', 'module_device', 'seed_everything', 'sample_noise', 'check_tensor', 'NonFiniteError', 'finite_check',
            'start_checks', 'raise_failed', 'check_count', 'config_from_dict', 'to_unit', 'to_signed', 'to_uint8',
            'to_pil', 'from_pil', 'ImageRangeWarning', 'as_model_image', 'atomic_write', 'save_image', 'load_image',
-           'save_gif', 'show_images']
+           'save_gif', 'rgb_depth_png', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # None or 'auto' (CUDA when there is a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'
@@ -275,6 +277,21 @@ def save_gif(frames:torch.Tensor, # (N, 3, H, W) in [-1, 1]
     with atomic_write(path, overwrite) as tmp:
         imgs[0].save(tmp, format='GIF', save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
     return path
+
+# %% ../nbs/00_core.ipynb #f03d3c73
+def rgb_depth_png(rgb:torch.Tensor, # (3, H, W) in [-1, 1]
+                  depth:torch.Tensor|None=None, # (1, H, W) distance along the ray, 0 on background (None: a blank tile)
+                 ) -> bytes: # PNG of an H x 2W image
+    "Colour beside its depth as PNG bytes."
+    d = torch.zeros(rgb.shape[-2:]) if depth is None else depth[0].float().cpu()
+    fg = d > 0
+    lo, hi = (d[fg].min().item(), d[fg].max().item()) if fg.any() else (0., 1.)
+    scaled = ((d - lo) / max(hi - lo, 1e-6)).clamp(0, 1).numpy()
+    dc = torch.from_numpy(matplotlib.colormaps['viridis'](scaled)[..., :3]).permute(2, 0, 1).float()
+    img = torch.cat([((rgb.float().cpu() + 1) / 2).clamp(0, 1), torch.where(fg, dc, torch.ones_like(dc))], dim=-1)
+    buf = io.BytesIO()
+    Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, format='PNG')
+    return buf.getvalue()
 
 # %% ../nbs/00_core.ipynb #b3a2977e
 def _as_hwc(im, vrange):

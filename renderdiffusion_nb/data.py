@@ -20,21 +20,20 @@ from PIL import Image
 from safetensors.torch import load as st_load, save as st_save
 from tqdm.auto import tqdm
 
-from .cameras import Cameras, convert_opengl, get_rays, spherical_cameras
+from .cameras import BACKGROUND, Cameras, convert_opengl, get_rays, sample_cameras, spherical_cameras
 from .core import atomic_write, check_tensor, get_device, to_signed, to_uint8
 
 # %% auto #0
-__all__ = ['FLOOR_Z', 'BACKGROUND', 'LIGHT_DIR', 'AMBIENT', 'SHININESS', 'GENERATOR_VERSION', 'KINDS', 'N_DRAWS', 'CHAIR_COLOURS',
+__all__ = ['FLOOR_Z', 'LIGHT_DIR', 'AMBIENT', 'SHININESS', 'GENERATOR_VERSION', 'KINDS', 'N_DRAWS', 'CHAIR_COLOURS',
            'CAR_COLOURS', 'FAMILIES', 'SPLITS', 'MANIFEST', 'stream_key', 'hash_uniform', 'Scene', 'hit_unit',
            'nearest_hit', 'surface_normal', 'object_bounds', 'culled_hit', 'raycast', 'hsv_to_rgb', 'clevr1_parts',
-           'clevr3_parts', 'chairs_parts', 'cars_parts', 'planes_parts', 'Family', 'get_family', 'sample_scenes',
-           'scene_cameras', 'render_scene', 'rotate_hue', 'render_scenes', 'unproject_depth', 'dataset_params',
-           'load_shard', 'read_manifest', 'make_dataset', 'MultiViewDataset', 'SceneDataset', 'export_srn', 'read_srn',
-           'export_nerf_synthetic', 'read_nerf_synthetic']
+           'clevr3_parts', 'chairs_parts', 'cars_parts', 'planes_parts', 'Family', 'get_family', 'family_cameras',
+           'sample_scenes', 'scene_cameras', 'render_scene', 'rotate_hue', 'render_scenes', 'unproject_depth',
+           'dataset_params', 'load_shard', 'read_manifest', 'make_dataset', 'MultiViewDataset', 'SceneDataset',
+           'export_srn', 'read_srn', 'export_nerf_synthetic', 'read_nerf_synthetic']
 
 # %% ../nbs/03_data.ipynb #319acb45
 FLOOR_Z = -0.9 # Height of the ground plane (the square |x|, |y| <= 1)
-BACKGROUND = (1., 1., 1.) # Colour in [0, 1] of rays that hit nothing: white
 LIGHT_DIR = (0.35, -0.5, 1.) # Direction towards the (directional) light, world frame, not normalised
 AMBIENT = 0.4 # Fraction of the albedo seen in shadow
 SHININESS = 32. # Phong exponent of the specular highlight
@@ -411,6 +410,18 @@ def get_family(family:str|Family) -> Family:
     if isinstance(family, Family): return family
     if family not in FAMILIES: raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
     return FAMILIES[family]
+
+# %% ../nbs/03_data.ipynb #f5ec90d0
+def family_cameras(family:str|Family, # A name in `FAMILIES`
+                   n:int, # Number of cameras
+                   size:int, # Image size (square)
+                   generator:torch.Generator|None=None, # Source of randomness
+                   device=None, # Device of the cameras
+                  ) -> Cameras:
+    "`n` random cameras from the distribution the family's images were rendered with."
+    fam = get_family(family)
+    return sample_cameras(n, size, size, radius=fam.radius, elevation=fam.elevation, fov=fam.fov, target=fam.target,
+                          generator=generator, device=device)
 
 # %% ../nbs/03_data.ipynb #8a6a0fb3
 SPLITS = ('train', 'val', 'test')

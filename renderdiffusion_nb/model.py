@@ -8,7 +8,6 @@ import hashlib
 import importlib.resources
 import json
 import os
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,18 +17,16 @@ from fastcore.basics import patch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .cameras import Cameras
+from .cameras import BACKGROUND, Cameras, rotate_cameras # rotate_cameras: importable from here too
 from .core import atomic_write, check_tensor, config_from_dict, get_device, to_signed
-from .data import BACKGROUND
 from .diffusion import NoiseSchedule
 from .render import render_image
 from .triplane import TriplaneDecoder
 from .unet import TriplaneUNet, UNetConfig, unet_config
 
 # %% auto #0
-__all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'rotate_cameras', 'save_checkpoint',
-           'Checkpoint', 'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models',
-           'load_pretrained']
+__all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'save_checkpoint', 'Checkpoint',
+           'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models', 'load_pretrained']
 
 # %% ../nbs/08_model.ipynb #57b4a44a
 @dataclass
@@ -43,7 +40,7 @@ class ModelConfig:
     density_shift:float = -1.0 # Decoder density offset: the untrained scene starts as a light fog
     n_coarse:int = 48 # Stratified samples per ray
     n_fine:int = 48 # Importance samples per ray, drawn from the coarse weights
-    background:tuple = BACKGROUND # Colour in [0, 1] behind the scene: the data set's (white)
+    background:tuple = BACKGROUND # Colour in [0, 1] behind the scene: the convention's (white), as in the data
     T:int = 1000 # Diffusion steps
     schedule:str = 'linear' # Noise schedule kind: 'linear' (DDPM) or 'cosine'
 
@@ -156,16 +153,6 @@ def forward(self:RenderDiffusion,
         raise ValueError(f"cameras are for {cameras.H}x{cameras.W} images but x_t is {x_t.shape[-2]}x{x_t.shape[-1]}")
     out = self.render(planes, cameras, check_values=check_values, **render_kwargs)
     return {'x0_hat': out['rgb'], 'planes': planes, 'depth': out['depth'], 'opacity': out['opacity']}
-
-# %% ../nbs/08_model.ipynb #042c7443
-def rotate_cameras(cameras:Cameras, # B cameras
-                   degrees:float, # Rotation about the world z axis (counter-clockwise seen from above)
-                  ) -> Cameras:
-    "The cameras turned about the world's vertical axis through the origin."
-    a = math.radians(degrees)
-    Rz = torch.eye(4, dtype=cameras.c2w.dtype, device=cameras.c2w.device)
-    Rz[0, 0], Rz[0, 1], Rz[1, 0], Rz[1, 1] = math.cos(a), -math.sin(a), math.sin(a), math.cos(a)
-    return Cameras(cameras.K, Rz @ cameras.c2w, cameras.H, cameras.W)
 
 # %% ../nbs/08_model.ipynb #51c5162e
 FORMAT = 'renderdiffusion_nb.checkpoint/1'

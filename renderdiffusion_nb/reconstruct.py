@@ -11,8 +11,8 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from .core import as_model_image, atomic_write, check_count, check_tensor, module_device
-from .cameras import Cameras
+from .core import as_model_image, atomic_write, check_count, check_tensor, module_device, rgb_depth_png
+from .cameras import Cameras, rotate_cameras
 from .data import render_scene
 from .triplane import TriplaneDecoder, sample_triplane
 from .model import RenderDiffusion
@@ -98,8 +98,6 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
                          ):
     "An ipywidgets viewer: a t_r slider re-runs the reconstruction; input view and a novel view are shown."
     import ipywidgets as widgets
-    from renderdiffusion_nb.generate import _png
-    from renderdiffusion_nb.model import rotate_cameras
     check_tensor(image, 'image', (1, 3, model.config.image_size, model.config.image_size))
     image = as_model_image(image, 'image')
     t_max, steps = check_count(t_max, 't_max', default=200, most=model.config.T - 1), check_count(steps, 'steps', default=20)
@@ -110,9 +108,9 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
     def update(_=None):
         rec = reconstruct(model, image, camera, t_r=t_r.value, steps=steps, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad(): out = model.render(rec['planes'], novel.to(dev))
-        views[0].value = _png(rec['x_tr'][0].clamp(-1, 1), torch.zeros(1, *image.shape[-2:]))
-        views[1].value = _png(rec['image'][0], torch.zeros(1, *image.shape[-2:]))
-        views[2].value = _png(out['rgb'][0], out['depth'][0])
+        views[0].value = rgb_depth_png(rec['x_tr'][0].clamp(-1, 1))
+        views[1].value = rgb_depth_png(rec['image'][0])
+        views[2].value = rgb_depth_png(out['rgb'][0], out['depth'][0])
     t_r.observe(update, 'value'); update()
     return widgets.VBox([t_r, widgets.HBox([widgets.VBox([widgets.Label(l), v]) for l, v in
                                              zip(['x at t_r', 'input view', 'novel view | depth'], views)])])

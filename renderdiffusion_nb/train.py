@@ -20,11 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .cameras import Cameras
+from .cameras import BACKGROUND, Cameras, rotate_cameras
 from .core import atomic_write, config_from_dict, get_device, show_images, to_unit
-from .data import BACKGROUND, SceneDataset, get_family, render_scenes
-from .model import (ModelConfig, RenderDiffusion, load_checkpoint, model_config, rotate_cameras,
-                                      save_checkpoint)
+from .data import SceneDataset, get_family, render_scenes
+from .model import ModelConfig, RenderDiffusion, load_checkpoint, model_config, save_checkpoint
 
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'PROCEDURAL', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'sample_timesteps', 'TrainConfig',

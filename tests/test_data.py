@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from renderdiffusion_nb.cameras import Cameras, convert_opengl, get_rays, look_at, project_points
-from renderdiffusion_nb.data import (BACKGROUND, FAMILIES, FLOOR_Z, object_bounds, MultiViewDataset, SceneDataset, culled_hit, export_nerf_synthetic,
+from renderdiffusion_nb.cameras import BACKGROUND, Cameras, convert_opengl, get_rays, look_at, project_points
+from renderdiffusion_nb.data import (FAMILIES, FLOOR_Z, object_bounds, MultiViewDataset, SceneDataset, culled_hit, export_nerf_synthetic,
                                      export_srn, hash_uniform, make_dataset, nearest_hit, read_manifest, read_nerf_synthetic,
                                      read_srn, render_scene, render_scenes, sample_scenes, scene_cameras, stream_key,
                                      unproject_depth)
