@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .core import check_count, check_tensor, module_device, rgb_depth_png, save_gif
 from .cameras import Cameras, orbit_cameras, spherical_cameras
-from .data import family_cameras, get_family
+from .scenes import family_cameras, get_family
 from .model import RenderDiffusion
 
 # %% auto #0

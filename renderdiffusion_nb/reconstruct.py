@@ -13,7 +13,7 @@ from skimage.measure import marching_cubes
 
 from .core import as_model_image, atomic_write, check_count, check_tensor, module_device, rgb_depth_png
 from .cameras import Cameras, rotate_cameras
-from .data import render_scene
+from .scenes import render_scene
 from .triplane import TriplaneDecoder, sample_triplane
 from .model import RenderDiffusion
 

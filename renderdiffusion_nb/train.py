@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from .cameras import BACKGROUND, Cameras, rotate_cameras
 from .core import atomic_write, config_from_dict, get_device, show_images, to_unit
-from .data import SceneDataset, get_family, render_scenes
+from .data import SceneDataset
 from .model import ModelConfig, RenderDiffusion, load_checkpoint, model_config, save_checkpoint
+from .scenes import get_family, render_scenes
 
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'PROCEDURAL', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'sample_timesteps', 'TrainConfig',
