@@ -93,7 +93,8 @@ def intrinsics_from_fov(fov_deg:float|torch.Tensor, # Horizontal field of view i
                        ) -> torch.Tensor: # (3, 3), or (B, 3, 3) for a (B,) fov
     "Pinhole intrinsics with square pixels and the principal point at the image centre."
     fov = torch.as_tensor(fov_deg, dtype=torch.float32)
-    if not torch.isfinite(fov).all() or (fov <= 0).any() or (fov >= 180).any(): raise ValueError(f"fov_deg must be in (0, 180) degrees, got {fov_deg}")
+    if not torch.isfinite(fov).all() or (fov <= 0).any() or (fov >= 180).any():
+        raise ValueError(f"fov_deg must be in (0, 180) degrees, got {fov_deg}")
     f = (W / 2) / torch.tan(torch.deg2rad(fov) / 2)
     K = torch.zeros(*fov.shape, 3, 3, device=fov.device)
     K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = f, f, W / 2, H / 2, 1.
@@ -128,7 +129,8 @@ def look_at(eye:torch.Tensor, # (B, 3) or (3,) camera centres
 def _range(v, name):
     "A (lo, hi) pair from a number or a pair, checked."
     lo, hi = (v, v) if isinstance(v, (int, float)) else tuple(v)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi): raise ValueError(f"{name} must be a number or a (lo, hi) pair with lo <= hi, got {v!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name} must be a number or a (lo, hi) pair with lo <= hi, got {v!r}")
     return float(lo), float(hi)
 
 def spherical_cameras(azimuth:torch.Tensor, # (B,) azimuth in degrees, from +x towards +y

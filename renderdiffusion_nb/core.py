@@ -88,7 +88,8 @@ def check_tensor(x, # The value to check
         for i, (s, n) in enumerate(zip(shape, x.shape)):
             if s is None: continue
             if isinstance(s, str):
-                if s in dims and dims[s] != n: raise ValueError(f"{name} must have shape {want} with {s}={dims[s]}, got {tuple(x.shape)} (dim {i} is {n})")
+                if s in dims and dims[s] != n:
+                    raise ValueError(f"{name} must have shape {want} with {s}={dims[s]}, got {tuple(x.shape)} (dim {i} is {n})")
                 dims[s] = n
             elif n != s: raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if floating and not x.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
@@ -210,16 +211,19 @@ def as_model_image(x, # (..., 3, H, W) image(s), uint8 in 0..255 or float in [-1
     "Check the value range of images a user hands in: convert uint8 to the model's [-1, 1], refuse or warn about the rest."
     if isinstance(x, np.ndarray): x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(x).__name__} (load_image and from_pil read files and PIL images)")
+        raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(x).__name__} (load_image and from_pil read files and "
+                        "PIL images)")
     if x.dtype == torch.uint8: return x.float() / 127.5 - 1
     if not x.is_floating_point(): raise TypeError(f"{name} must be uint8 (0..255) or floating point in [-1, 1], got dtype {x.dtype}")
     v = x.detach() if where is None else x.detach()[where.to(x.device).expand_as(x)]
     if v.numel() == 0: return x
     lo, hi = torch.stack(torch.aminmax(v)).float().tolist() # one read-back; NaN and infinity come through
-    if not (math.isfinite(lo) and math.isfinite(hi)): raise NonFiniteError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise NonFiniteError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
     seen = f"its values span [{lo:.3g}, {hi:.3g}]"
     if hi > 1 + tol and lo >= -tol and hi <= 255 + tol:
-        raise ValueError(f"{name} looks like a 0..255 image ({seen}), but a float image must lie in [-1, 1]: pass it as uint8, or as x / 127.5 - 1")
+        raise ValueError(f"{name} looks like a 0..255 image ({seen}), but a float image must lie in [-1, 1]: pass it as uint8, or as x / "
+                         "127.5 - 1")
     if lo < -1 - tol or hi > 1 + tol: raise ValueError(f"{name} must lie in [-1, 1] (give or take {tol}), but {seen}")
     if warn and lo >= 0:
         warnings.warn(f"{name} has no value below 0 ({seen}): it looks like a [0, 1] image, but the model takes [-1, 1]; pass to_signed(x), "

@@ -54,7 +54,8 @@ def load_shard(path:str|Path, # A shard file
     if not path.is_file(): raise FileNotFoundError(f"dataset shard {path} is missing")
     data = path.read_bytes()
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"dataset shard {path} is corrupt or truncated: its sha256 does not match the manifest; rebuild with make_dataset(..., overwrite=True)")
+        raise ValueError(f"dataset shard {path} is corrupt or truncated: its sha256 does not match the manifest; rebuild with "
+                         "make_dataset(..., overwrite=True)")
     try: return st_load(data)
     except Exception as e: raise ValueError(f"dataset shard {path} is corrupt or truncated: {e}") from e
 
@@ -64,7 +65,8 @@ def read_manifest(root:str|Path) -> dict:
     if not path.is_file(): raise FileNotFoundError(f"no {MANIFEST} in {root}: not a dataset folder written by make_dataset")
     try: m = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON ({e})") from e
-    if m.get('format') != 'renderdiffusion_nb.data' or 'params' not in m or 'shards' not in m: raise ValueError(f"{path} is not a renderdiffusion_nb dataset manifest")
+    if m.get('format') != 'renderdiffusion_nb.data' or 'params' not in m or 'shards' not in m:
+        raise ValueError(f"{path} is not a renderdiffusion_nb dataset manifest")
     return m
 
 # %% ../nbs/03b_datasets.ipynb #8c979c52
@@ -99,21 +101,27 @@ def make_dataset(family:str, # A name in `FAMILIES`: clevr1, clevr3, chairs, car
     fam, dev, out = get_family(family), get_device(device), Path(out)
     check_split(split)
     for name, v, lo in (('n', n, 1), ('res', res, 1), ('views', views, 1), ('supersample', supersample, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo: raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
     params = dataset_params(fam.name, split, n, res, views, seed, supersample)
     if (out / MANIFEST).exists():
         old = read_manifest(out)
         if old['params'] == params and not overwrite:
             for s in old['shards']:
                 p = out / s['file']
-                if not p.is_file() or p.stat().st_size != s['bytes']: raise ValueError(f"dataset shard {p} is missing or truncated; rebuild with make_dataset(..., overwrite=True)")
+                if not p.is_file() or p.stat().st_size != s['bytes']:
+                    raise ValueError(f"dataset shard {p} is missing or truncated; rebuild with make_dataset(..., overwrite=True)")
             return out
-        if not overwrite: raise ValueError(f"{out} holds a dataset with other parameters ({_diff(old['params'], params)}); pass overwrite=True to replace it or choose another folder")
+        if not overwrite:
+            raise ValueError(f"{out} holds a dataset with other parameters ({_diff(old['params'], params)}); pass overwrite=True to "
+                             "replace it or choose another folder")
         for s in old['shards']: (out / s['file']).unlink(missing_ok=True)
         (out / MANIFEST).unlink()
     elif out.exists():
         foreign = sorted(p.name for p in out.iterdir() if not _SHARD.fullmatch(p.name) and not p.name.startswith('.shard-'))
-        if foreign and not overwrite: raise FileExistsError(f"{out} is not empty and holds no dataset ({', '.join(foreign[:3])}); pass overwrite=True or choose another folder")
+        if foreign and not overwrite:
+            raise FileExistsError(f"{out} is not empty and holds no dataset ({', '.join(foreign[:3])}); pass overwrite=True or choose "
+                                  "another folder")
     per = max(1, int(shard_mb * 2**20) // (views * res * res * 7 + 128))
     shards = []
     with tqdm(total=n * views, unit='img', desc=f'{fam.name}/{split}', disable=not progress) as bar:
@@ -124,7 +132,9 @@ def make_dataset(family:str, # A name in `FAMILIES`: clevr1, clevr3, chairs, car
             if data is not None and not overwrite:
                 try: found = json.loads(_shard_meta(data, path).get('shard', '{}'))
                 except ValueError: found = None
-                if found != meta: raise ValueError(f"{path} exists but is not shard {k} of this dataset (or is corrupt); pass overwrite=True to replace it")
+                if found != meta:
+                    raise ValueError(f"{path} exists but is not shard {k} of this dataset (or is corrupt); pass overwrite=True to "
+                                     "replace it")
                 load_shard(path)
                 bar.update(count * views)
             else:
@@ -181,7 +191,8 @@ class MultiViewDataset(torch.utils.data.Dataset):
         "Stack scenes with the same number of views and image size into one dataset."
         if not scenes: raise ValueError("from_scenes needs at least one scene")
         shapes = sorted({tuple(s['image'].shape) for s in scenes})
-        if len(shapes) > 1: raise ValueError(f"scenes must share one (views, 3, H, W) shape to be stacked, got {shapes}; select or resize views first")
+        if len(shapes) > 1:
+            raise ValueError(f"scenes must share one (views, 3, H, W) shape to be stacked, got {shapes}; select or resize views first")
         opt = lambda k: torch.stack([s[k] for s in scenes]) if all(k in s for s in scenes) else None
         return cls(torch.stack([s['image'] for s in scenes]), torch.stack([s['cameras'].K for s in scenes]),
                    torch.stack([s['cameras'].c2w for s in scenes]), opt('depth'), opt('mask'), opt('object_mask'), monocular)
@@ -204,7 +215,9 @@ class SceneDataset(MultiViewDataset):
         shards = [load_shard(self.root / s['file'], s['sha256'] if verify else None) for s in self.manifest['shards']]
         for s, t in zip(self.manifest['shards'], shards):
             want = (s['count'], p['views'], 3, p['res'], p['res'])
-            if tuple(t.get('image', torch.empty(0)).shape) != want: raise ValueError(f"dataset shard {self.root / s['file']} holds images of shape {tuple(t['image'].shape) if 'image' in t else None}, the manifest says {want}")
+            if tuple(t.get('image', torch.empty(0)).shape) != want:
+                raise ValueError(f"dataset shard {self.root / s['file']} holds images of shape "
+                                 f"{tuple(t['image'].shape) if 'image' in t else None}, the manifest says {want}")
         cat = lambda k: torch.cat([t[k] for t in shards])
         super().__init__(cat('image'), cat('K'), cat('c2w'), cat('depth'), cat('mask'), cat('object_mask'), monocular)
         self.family, self.split, self.index, self.background = p['family'], p['split'], cat('index'), tuple(self.manifest['background'])

@@ -157,7 +157,8 @@ def respace(self:NoiseSchedule,
     "A schedule over `steps` evenly spaced timesteps of this one, with the same `alpha_bar` there."
     t_max = self.T - 1 if t_max is None else t_max
     if not 0 <= t_max < self.T: raise ValueError(f"t_max must lie in [0, {self.T - 1}], got {t_max}")
-    if not isinstance(steps, int) or not 1 <= steps <= t_max + 1: raise ValueError(f"steps must be an int in [1, {t_max + 1}], got {steps!r}")
+    if not isinstance(steps, int) or not 1 <= steps <= t_max + 1:
+        raise ValueError(f"steps must be an int in [1, {t_max + 1}], got {steps!r}")
     keep = torch.linspace(0, t_max, steps, dtype=torch.float64).round().long().unique()
     ab = self.alpha_bar[keep]
     betas = 1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])

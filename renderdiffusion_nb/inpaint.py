@@ -25,7 +25,8 @@ def box_mask(H:int, # Image height
             ) -> torch.Tensor: # (1, 1, H, W) bool, True inside the box
     "A rectangular hole."
     if not (0 <= top < H and 0 <= left < W and height > 0 and width > 0):
-        raise ValueError(f"the box (top={top}, left={left}, height={height}, width={width}) must start inside a {H}x{W} image and have positive size")
+        raise ValueError(f"the box (top={top}, left={left}, height={height}, width={width}) must start inside a {H}x{W} image and have "
+                         "positive size")
     m = torch.zeros(1, 1, H, W, dtype=torch.bool)
     m[..., top:top + height, left:left + width] = True
     return m

@@ -110,7 +110,8 @@ def encode(self:RenderDiffusion,
                          f"use a data set of that size or a model config with image_size={x_t.shape[-1]}")
     check_tensor(t, 't', ('B',), dims=dims)
     if t.is_floating_point() or (check_values and ((t < 0).any() or (t >= self.config.T).any())):
-        raise ValueError(f"t must hold integer timesteps in [0, {self.config.T - 1}], got {t.dtype} values {t.min().item()}..{t.max().item()}")
+        raise ValueError(f"t must hold integer timesteps in [0, {self.config.T - 1}], got {t.dtype} values "
+                         f"{t.min().item()}..{t.max().item()}")
     return self.encoder(x_t, t)
 
 # %% ../nbs/08_model.ipynb #6fea98e2

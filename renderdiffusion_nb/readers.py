@@ -21,7 +21,8 @@ __all__ = ['export_srn', 'read_srn', 'export_nerf_synthetic', 'read_nerf_synthet
 # %% ../nbs/03c_readers.ipynb #94f9f006
 def _check_scene(scene):
     "Check an exported scene dict; return its `Cameras` and image."
-    if not isinstance(scene, dict) or 'image' not in scene or 'cameras' not in scene: raise TypeError("a scene must be a dict with 'image' (V, 3, H, W) and 'cameras'")
+    if not isinstance(scene, dict) or 'image' not in scene or 'cameras' not in scene:
+        raise TypeError("a scene must be a dict with 'image' (V, 3, H, W) and 'cameras'")
     cams = scene['cameras']
     check_tensor(scene['image'], 'image', (len(cams), 3, cams.H, cams.W))
     return cams, as_model_image(scene['image'], 'image')
@@ -37,7 +38,8 @@ def export_srn(scene:dict, # image (V, 3, H, W) in [-1, 1] and cameras (one K fo
     cams, image = _check_scene(scene)
     K = cams.K[0].detach().cpu().double()
     if not torch.allclose(cams.K, cams.K[:1].expand_as(cams.K)) or abs(K[0, 0] - K[1, 1]) > 1e-6 * K[0, 0] or K[0, 1] != 0:
-        raise ValueError("the SRN layout stores one focal length for all views: K must be the same for every view, with fx == fy and no skew")
+        raise ValueError("the SRN layout stores one focal length for all views: K must be the same for every view, with fx == fy and no "
+                         "skew")
     d = Path(root) / name
     with atomic_write(d / 'intrinsics.txt', overwrite) as tmp:
         tmp.write_text(f"{_fmt([K[0, 0], K[0, 2], K[1, 2]])} 0.\n0. 0. 0.\n1.\n{cams.H} {cams.W}\n")
@@ -70,7 +72,9 @@ def read_srn(root:str|Path, # A scene folder (with rgb/) or a folder of scene fo
             lines = (d / 'intrinsics.txt').read_text().split('\n')
             f, cx, cy = map(float, lines[0].split()[:3])
             H0, W0 = map(int, [l for l in lines if l.strip()][-1].split()[:2])
-        except (OSError, ValueError) as e: raise ValueError(f"cannot read {d / 'intrinsics.txt'}: expected 'f cx cy 0.' on the first line and 'H W' on the last ({e})") from e
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {d / 'intrinsics.txt'}: expected 'f cx cy 0.' on the first line and 'H W' on the last "
+                             f"({e})") from e
         rgbs = sorted((d / 'rgb').glob('*.png'))
         if not rgbs: raise FileNotFoundError(f"no PNG images in {d / 'rgb'}")
         poses = []
@@ -96,7 +100,8 @@ def export_nerf_synthetic(scene:dict, # image (V, 3, H, W) in [-1, 1], cameras (
     "Write one scene in the NeRF-synthetic layout (RGBA PNGs, OpenGL camera axes)."
     cams, image = _check_scene(scene)
     K = cams.K[0].detach().cpu().double()
-    if not torch.allclose(cams.K, cams.K[:1].expand_as(cams.K)) or K[0, 1] != 0: raise ValueError("the NeRF-synthetic layout stores one camera model: K must be the same for every view, with no skew")
+    if not torch.allclose(cams.K, cams.K[:1].expand_as(cams.K)) or K[0, 1] != 0:
+        raise ValueError("the NeRF-synthetic layout stores one camera model: K must be the same for every view, with no skew")
     root = Path(root)
     mask = scene.get('mask')
     frames = []

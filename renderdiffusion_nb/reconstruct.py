@@ -36,7 +36,8 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
     image = as_model_image(image, 'image')
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != len(image): raise ValueError(f"got {len(image)} images but {len(cameras)} cameras")
-    if isinstance(t_r, bool) or not isinstance(t_r, int) or not 0 <= t_r < T: raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
+    if isinstance(t_r, bool) or not isinstance(t_r, int) or not 0 <= t_r < T:
+        raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
     steps = check_count(steps, 'steps', default=20, most=t_r + 1)
     dev = module_device(model)
     x, cams = image.to(dev), cameras.to(dev)
@@ -77,7 +78,8 @@ def export_mesh(model:RenderDiffusion|TriplaneDecoder, # The model (or decoder) 
     voxel = 2 / (resolution - 1)
     level = math.log(2) / 0.1 if level is None else level
     if not sigma.min() < level < sigma.max():
-        raise ValueError(f"the density never crosses level {level:.3g} (it spans {sigma.min():.3g}..{sigma.max():.3g}): the scene is empty or solid; pass another level")
+        raise ValueError(f"the density never crosses level {level:.3g} (it spans {sigma.min():.3g}..{sigma.max():.3g}): the scene is "
+                         "empty or solid; pass another level")
     verts, faces, normals, _ = marching_cubes(sigma, level=level, spacing=(voxel,) * 3)
     verts = verts - 1
     p = planes if planes.ndim == 5 else planes[None]

@@ -207,8 +207,10 @@ def raycast(scene:Scene, # B scenes
             supersample:int=1, # Rays per pixel along each axis (2: 4 rays per pixel, anti-aliased)
            ) -> dict: # image (B, 3, H, W) in [-1, 1]; depth, mask, object_mask (B, 1, H, W)
     "Render scenes with one camera each: colour, depth along the ray, masks."
-    if len(scene) != len(cameras): raise ValueError(f"raycast needs one camera per scene, got {len(scene)} scenes and {len(cameras)} cameras")
-    if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1: raise ValueError(f"supersample must be an int >= 1, got {supersample!r}")
+    if len(scene) != len(cameras):
+        raise ValueError(f"raycast needs one camera per scene, got {len(scene)} scenes and {len(cameras)} cameras")
+    if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
+        raise ValueError(f"supersample must be an int >= 1, got {supersample!r}")
     if supersample > 1: return _supersampled(scene, cameras, background, light, supersample)
     B, H, W, dev = len(cameras), cameras.H, cameras.W, cameras.device
     o, d = get_rays(cameras)
@@ -421,7 +423,8 @@ SPLITS = ('train', 'val', 'test')
 def _index(index, device):
     "Scene indices as a (n,) int64 tensor, checked."
     index = torch.as_tensor(index, device=device).long().view(-1)
-    if len(index) and (index.min() < 0 or index.max() >= 2**32): raise ValueError(f"scene indices must lie in [0, 2**32), got {index.min()}..{index.max()}")
+    if len(index) and (index.min() < 0 or index.max() >= 2**32):
+        raise ValueError(f"scene indices must lie in [0, 2**32), got {index.min()}..{index.max()}")
     return index
 
 def check_split(split:str):

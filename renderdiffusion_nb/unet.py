@@ -71,7 +71,8 @@ class Attention(nn.Module):
     "Multi-head self-attention over the pixels of a feature map, with a residual connection."
     def __init__(self, ch:int, head_channels:int=32, groups:int=32):
         super().__init__()
-        if ch % head_channels and ch > head_channels: raise ValueError(f"channels ({ch}) must be a multiple of head_channels ({head_channels})")
+        if ch % head_channels and ch > head_channels:
+            raise ValueError(f"channels ({ch}) must be a multiple of head_channels ({head_channels})")
         self.heads = max(1, ch // head_channels)
         self.norm, self.qkv, self.proj = _norm(ch, groups), nn.Conv2d(ch, 3 * ch, 1), _zero(nn.Conv2d(ch, ch, 1))
 
@@ -98,7 +99,8 @@ class UNetConfig:
 
     def __post_init__(self):
         object.__setattr__(self, 'mults', tuple(self.mults)); object.__setattr__(self, 'attn_res', tuple(self.attn_res))
-        if self.channels < 1 or not self.mults or self.n_res < 1: raise ValueError(f"channels, mults and n_res must be positive, got {self}")
+        if self.channels < 1 or not self.mults or self.n_res < 1:
+            raise ValueError(f"channels, mults and n_res must be positive, got {self}")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 # %% ../nbs/07_unet.ipynb #b9d45666
@@ -144,7 +146,8 @@ class TriplaneUNet(nn.Module):
         c = self.config = unet_config(config)
         levels = len(c.mults)
         if image_size < 2 ** (levels - 1) or image_size % 2 ** (levels - 1):
-            raise ValueError(f"image_size must be a multiple of 2**{levels - 1} = {2 ** (levels - 1)} for {levels} levels, got {image_size}")
+            raise ValueError(f"image_size must be a multiple of 2**{levels - 1} = {2 ** (levels - 1)} for {levels} levels, got "
+                             f"{image_size}")
         ratio = triplane_res / image_size
         if ratio < 1 or ratio != 2 ** round(math.log2(ratio)):
             raise ValueError(f"triplane_res must be image_size ({image_size}) times a power of two >= 1, got {triplane_res}")
