@@ -16,15 +16,11 @@ from tqdm.auto import tqdm
 
 from .cameras import BACKGROUND, Cameras
 from .core import atomic_write, check_tensor, get_device
-from .scenes import (FAMILIES, FLOOR_Z, GENERATOR_VERSION, LIGHT_DIR, check_split, default_chunk, get_family,
-                                       render_scene, render_scenes)
+from .scenes import FLOOR_Z, GENERATOR_VERSION, LIGHT_DIR, check_split, default_chunk, get_family, render_scenes
+from .scenes import FAMILIES, render_scene # with get_family and render_scenes: importable from here too
 
 # %% auto #0
-__all__ = ['MANIFEST', 'dataset_params', 'load_shard', 'read_manifest', 'make_dataset', 'MultiViewDataset', 'SceneDataset',
-           'FAMILIES', 'get_family', 'render_scene', 'render_scenes']
-
-# %% ../nbs/03b_datasets.ipynb #aa7afc16
-_all_ = ['FAMILIES', 'get_family', 'render_scene', 'render_scenes'] # the scene entry points, importable from here too
+__all__ = ['MANIFEST', 'dataset_params', 'load_shard', 'read_manifest', 'make_dataset', 'MultiViewDataset', 'SceneDataset']
 
 # %% ../nbs/03b_datasets.ipynb #3b7d9208
 MANIFEST = 'manifest.json'
