@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from renderdiffusion_nb.core import get_device
-from renderdiffusion_nb.data import FAMILIES, _default_chunk, make_dataset, render_scenes
+from renderdiffusion_nb.data import make_dataset
+from renderdiffusion_nb.scenes import FAMILIES, default_chunk, render_scenes
 
 
 def sync(dev):
@@ -66,7 +67,7 @@ def main(argv=None):
     dev = get_device(a.device)
     if a.threads: torch.set_num_threads(a.threads)
     n = a.n or (65536 if dev.type == 'cuda' else 512)
-    chunk = a.chunk or _default_chunk(a.res * a.supersample, dev)
+    chunk = a.chunk or default_chunk(a.res * a.supersample, dev)
     name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
     print(f'device: {name}; torch {torch.__version__}; date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC')
     print(f'{a.res} x {a.res} images, supersample {a.supersample}, {n} per timed run, chunk {chunk} images, best of {a.repeats}')

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from renderdiffusion_nb.cameras import Cameras
-from renderdiffusion_nb.data import render_scenes
 from renderdiffusion_nb.model import RenderDiffusion, model_config, save_checkpoint
+from renderdiffusion_nb.scenes import render_scenes
 from renderdiffusion_nb.train import EMA, Trainer, train_config
 
 

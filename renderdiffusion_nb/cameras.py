@@ -14,8 +14,12 @@ import torch
 from .core import check_tensor, get_device
 
 # %% auto #0
-__all__ = ['Cameras', 'intrinsics_from_fov', 'look_at', 'spherical_cameras', 'sample_cameras', 'orbit_cameras', 'plot_cameras',
-           'pixel_rays', 'get_rays', 'project_points', 'ray_box_intersect', 'convert_opengl']
+__all__ = ['BACKGROUND', 'Cameras', 'intrinsics_from_fov', 'look_at', 'spherical_cameras', 'sample_cameras', 'orbit_cameras',
+           'rotate_cameras', 'plot_cameras', 'pixel_rays', 'get_rays', 'project_points', 'ray_box_intersect',
+           'convert_opengl']
+
+# %% ../nbs/02_cameras.ipynb #61da3547
+BACKGROUND = (1., 1., 1.) # Colour in [0, 1] of rays that hit nothing in the scene box: white
 
 # %% ../nbs/02_cameras.ipynb #adf9e977
 def _check_rigid(c2w, atol=1e-3):
@@ -89,7 +93,8 @@ def intrinsics_from_fov(fov_deg:float|torch.Tensor, # Horizontal field of view i
                        ) -> torch.Tensor: # (3, 3), or (B, 3, 3) for a (B,) fov
     "Pinhole intrinsics with square pixels and the principal point at the image centre."
     fov = torch.as_tensor(fov_deg, dtype=torch.float32)
-    if not torch.isfinite(fov).all() or (fov <= 0).any() or (fov >= 180).any(): raise ValueError(f"fov_deg must be in (0, 180) degrees, got {fov_deg}")
+    if not torch.isfinite(fov).all() or (fov <= 0).any() or (fov >= 180).any():
+        raise ValueError(f"fov_deg must be in (0, 180) degrees, got {fov_deg}")
     f = (W / 2) / torch.tan(torch.deg2rad(fov) / 2)
     K = torch.zeros(*fov.shape, 3, 3, device=fov.device)
     K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = f, f, W / 2, H / 2, 1.
@@ -124,7 +129,8 @@ def look_at(eye:torch.Tensor, # (B, 3) or (3,) camera centres
 def _range(v, name):
     "A (lo, hi) pair from a number or a pair, checked."
     lo, hi = (v, v) if isinstance(v, (int, float)) else tuple(v)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi): raise ValueError(f"{name} must be a number or a (lo, hi) pair with lo <= hi, got {v!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name} must be a number or a (lo, hi) pair with lo <= hi, got {v!r}")
     return float(lo), float(hi)
 
 def spherical_cameras(azimuth:torch.Tensor, # (B,) azimuth in degrees, from +x towards +y
@@ -176,6 +182,16 @@ def orbit_cameras(n:int, # Number of cameras, evenly spaced in azimuth
     "`n` cameras on a horizontal circle around `target` (for turntable videos)."
     az = azimuth0 + 360. * torch.arange(n) / n
     return spherical_cameras(az, torch.full((n,), float(elevation)), torch.full((n,), float(radius)), H, W, fov, target)
+
+# %% ../nbs/02_cameras.ipynb #571813d6
+def rotate_cameras(cameras:Cameras, # B cameras
+                   degrees:float, # Rotation about the world z axis (counter-clockwise seen from above)
+                  ) -> Cameras:
+    "The cameras turned about the world's vertical axis through the origin."
+    a = math.radians(degrees)
+    Rz = torch.eye(4, dtype=cameras.c2w.dtype, device=cameras.c2w.device)
+    Rz[0, 0], Rz[0, 1], Rz[1, 0], Rz[1, 1] = math.cos(a), -math.sin(a), math.sin(a), math.cos(a)
+    return Cameras(cameras.K, Rz @ cameras.c2w, cameras.H, cameras.W)
 
 # %% ../nbs/02_cameras.ipynb #27c70742
 def plot_cameras(cameras:Cameras, # The cameras to draw

@@ -5,6 +5,8 @@
 # %% ../nbs/00_core.ipynb #a9db5eba
 from __future__ import annotations
 import contextlib
+import dataclasses
+import io
 import math
 import os
 import random
@@ -12,15 +14,17 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['get_device', 'module_device', 'seed_everything', 'check_tensor', 'finite_check', 'start_checks', 'raise_failed',
-           'check_count', 'to_unit', 'to_signed', 'to_uint8', 'to_pil', 'from_pil', 'ImageRangeWarning',
-           'as_model_image', 'atomic_write', 'save_image', 'load_image', 'save_gif', 'show_images']
+__all__ = ['get_device', 'module_device', 'seed_everything', 'sample_noise', 'check_tensor', 'NonFiniteError', 'finite_check',
+           'start_checks', 'raise_failed', 'check_count', 'config_from_dict', 'to_unit', 'to_signed', 'to_uint8',
+           'to_pil', 'from_pil', 'ImageRangeWarning', 'as_model_image', 'atomic_write', 'save_image', 'load_image',
+           'save_gif', 'rgb_depth_png', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # None or 'auto' (CUDA when there is a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'
@@ -57,6 +61,16 @@ def seed_everything(seed:int, # Seed for Python, NumPy and PyTorch (CPU and CUDA
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(int(seed))
 
+# %% ../nbs/00_core.ipynb #1905d564
+def sample_noise(shape:tuple, # Shape of the noise
+                 generator:torch.Generator|None=None, # Source of the noise (None: PyTorch's global CPU generator)
+                 device:str|torch.device|None=None, # Device of the result (default: the CPU)
+                 dtype:torch.dtype=torch.float32, # Its dtype
+                ) -> torch.Tensor: # `shape`, standard normal
+    "Standard normal noise drawn on `generator`'s device, returned on `device`."
+    gdev = 'cpu' if generator is None else generator.device
+    return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device or 'cpu')
+
 # %% ../nbs/00_core.ipynb #47806974
 def check_tensor(x, # The value to check
                  name:str, # Its name in error messages
@@ -74,12 +88,17 @@ def check_tensor(x, # The value to check
         for i, (s, n) in enumerate(zip(shape, x.shape)):
             if s is None: continue
             if isinstance(s, str):
-                if s in dims and dims[s] != n: raise ValueError(f"{name} must have shape {want} with {s}={dims[s]}, got {tuple(x.shape)} (dim {i} is {n})")
+                if s in dims and dims[s] != n:
+                    raise ValueError(f"{name} must have shape {want} with {s}={dims[s]}, got {tuple(x.shape)} (dim {i} is {n})")
                 dims[s] = n
             elif n != s: raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if floating and not x.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if finite and x.is_floating_point(): raise_failed([finite_check(x, name)])
     return dims
+
+# %% ../nbs/00_core.ipynb #71e735de
+class NonFiniteError(ValueError):
+    "A value that must be finite holds NaN or infinity."
 
 def finite_check(x:torch.Tensor, # The value to check
                  name:str, # Its name in the error message
@@ -89,8 +108,9 @@ def finite_check(x:torch.Tensor, # The value to check
     else: lo_hi = torch.stack(torch.aminmax(x.detach())) # min and max propagate NaN and keep infinities: one read of x, two kernels
     return lo_hi, lambda: f"{name} contains NaN or infinity ({int((~torch.isfinite(x)).sum())} of {x.numel()} values)"
 
+# %% ../nbs/00_core.ipynb #4d103868
 def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor must be all True, a float one all finite (`finite_check`)
-                ): # a function that waits for the values and raises `ValueError` for the first check that failed
+                ): # a function that waits for the values and raises for the first check that failed
     "Queue the read-back of all the checks (one device-to-host copy) without waiting for it: the caller queues more work, then calls the result."
     if not checks: return lambda: None
     values = torch.cat([v.reshape(-1).to(torch.float64) for v, _ in checks])
@@ -104,12 +124,13 @@ def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor 
         for v, message in checks:
             part = got[i:i + v.numel()]; i += v.numel()
             ok = all(g == 1.0 for g in part) if v.dtype == torch.bool else all(math.isfinite(g) for g in part)
-            if not ok: raise ValueError(message())
+            if not ok: raise (ValueError if v.dtype == torch.bool else NonFiniteError)(message())
     return finish
 
+# %% ../nbs/00_core.ipynb #d408998c
 def raise_failed(checks:list, # (tensor, message function) pairs, as for `start_checks`
                 ):
-    "Read all the checks back from the device at once (one wait) and raise `ValueError` for the first that failed."
+    "Read all the checks back from the device at once (one wait) and raise for the first that failed: `NonFiniteError` or `ValueError`."
     start_checks(checks)()
 
 # %% ../nbs/00_core.ipynb #b451d492
@@ -124,6 +145,17 @@ def check_count(value, # The count given
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)): raise TypeError(f"{want}, got {value!r}")
     if value < 1: raise ValueError(f"{want}, got {value!r}")
     return int(value) if most is None else min(int(value), most)
+
+# %% ../nbs/00_core.ipynb #8f4e9238
+def config_from_dict(cls:type, # A dataclass
+                     d:dict, # Its fields, e.g. from `dataclasses.asdict` and JSON
+                     nested:dict|None=None, # field name -> function making that field's value from a dict
+                    ):
+    "An instance of the dataclass `cls` from a dict of its fields, refusing unknown fields."
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown: raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    nested = nested or {}
+    return cls(**{k: nested[k](v) if k in nested and isinstance(v, dict) else v for k, v in d.items()})
 
 # %% ../nbs/00_core.ipynb #63acdbb9
 def to_unit(x:torch.Tensor, # Image(s) in [-1, 1]
@@ -179,16 +211,19 @@ def as_model_image(x, # (..., 3, H, W) image(s), uint8 in 0..255 or float in [-1
     "Check the value range of images a user hands in: convert uint8 to the model's [-1, 1], refuse or warn about the rest."
     if isinstance(x, np.ndarray): x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(x).__name__} (load_image and from_pil read files and PIL images)")
+        raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(x).__name__} (load_image and from_pil read files and "
+                        "PIL images)")
     if x.dtype == torch.uint8: return x.float() / 127.5 - 1
     if not x.is_floating_point(): raise TypeError(f"{name} must be uint8 (0..255) or floating point in [-1, 1], got dtype {x.dtype}")
     v = x.detach() if where is None else x.detach()[where.to(x.device).expand_as(x)]
     if v.numel() == 0: return x
     lo, hi = torch.stack(torch.aminmax(v)).float().tolist() # one read-back; NaN and infinity come through
-    if not (math.isfinite(lo) and math.isfinite(hi)): raise ValueError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise NonFiniteError(f"{name} contains NaN or infinity ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
     seen = f"its values span [{lo:.3g}, {hi:.3g}]"
     if hi > 1 + tol and lo >= -tol and hi <= 255 + tol:
-        raise ValueError(f"{name} looks like a 0..255 image ({seen}), but a float image must lie in [-1, 1]: pass it as uint8, or as x / 127.5 - 1")
+        raise ValueError(f"{name} looks like a 0..255 image ({seen}), but a float image must lie in [-1, 1]: pass it as uint8, or as x / "
+                         "127.5 - 1")
     if lo < -1 - tol or hi > 1 + tol: raise ValueError(f"{name} must lie in [-1, 1] (give or take {tol}), but {seen}")
     if warn and lo >= 0:
         warnings.warn(f"{name} has no value below 0 ({seen}): it looks like a [0, 1] image, but the model takes [-1, 1]; pass to_signed(x), "
@@ -246,6 +281,21 @@ def save_gif(frames:torch.Tensor, # (N, 3, H, W) in [-1, 1]
     with atomic_write(path, overwrite) as tmp:
         imgs[0].save(tmp, format='GIF', save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
     return path
+
+# %% ../nbs/00_core.ipynb #f03d3c73
+def rgb_depth_png(rgb:torch.Tensor, # (3, H, W) in [-1, 1]
+                  depth:torch.Tensor|None=None, # (1, H, W) distance along the ray, 0 on background (None: a blank tile)
+                 ) -> bytes: # PNG of an H x 2W image
+    "Colour beside its depth as PNG bytes."
+    d = torch.zeros(rgb.shape[-2:]) if depth is None else depth[0].float().cpu()
+    fg = d > 0
+    lo, hi = (d[fg].min().item(), d[fg].max().item()) if fg.any() else (0., 1.)
+    scaled = ((d - lo) / max(hi - lo, 1e-6)).clamp(0, 1).numpy()
+    dc = torch.from_numpy(matplotlib.colormaps['viridis'](scaled)[..., :3]).permute(2, 0, 1).float()
+    img = torch.cat([((rgb.float().cpu() + 1) / 2).clamp(0, 1), torch.where(fg, dc, torch.ones_like(dc))], dim=-1)
+    buf = io.BytesIO()
+    Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, format='PNG')
+    return buf.getvalue()
 
 # %% ../nbs/00_core.ipynb #b3a2977e
 def _as_hwc(im, vrange):

@@ -56,7 +56,7 @@ def demo_reconstruction(model, # A shipped model
                        ) -> dict: # 'rows' [{'t_r', 'scene', 'tiles'}], 'grid' (3, H', W'), 'planes' {t_r: (n, 3, C, R, R)}, 'scores', 'scenes'
     "Reconstruct fresh scenes from one view at each t_r; per scene and t_r a row of tiles: input, then truth, reconstruction and depth per view."
     import torch
-    from renderdiffusion_nb.data import render_scene
+    from renderdiffusion_nb.scenes import render_scene
     from renderdiffusion_nb.evaluate import psnr
     from renderdiffusion_nb.reconstruct import reconstruct
     S = model.config.image_size

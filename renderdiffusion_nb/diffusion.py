@@ -8,12 +8,13 @@ import math
 from typing import Callable
 
 import torch
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import check_tensor
+from .core import check_tensor, sample_noise
 
 # %% auto #0
-__all__ = ['NoiseSchedule', 'q_sample', 'q_posterior', 'ddpm_step', 'ddim_step', 'respace', 'denoise']
+__all__ = ['NoiseSchedule']
 
 # %% ../nbs/01_diffusion.ipynb #2d54abf2
 def _linear_betas(T, beta_start=1e-4, beta_end=0.02, max_beta=0.999):
@@ -51,7 +52,8 @@ class NoiseSchedule:
     def __repr__(self): return f"NoiseSchedule(T={self.T}, kind={self.kind!r}, alpha_bar[-1]={self.alpha_bar[-1].item():.2e})"
 
 # %% ../nbs/01_diffusion.ipynb #b3680bfd
-def _check_t(self, t, B, name='t', lo=0, check_values=True):
+@patch
+def _check_t(self:NoiseSchedule, t, B, name='t', lo=0, check_values=True):
     "`t` as a (B,) long tensor in [lo, T), or a clear error (its values checked unless `check_values` is False)."
     if isinstance(t, int) and not isinstance(t, bool): t = torch.full((B,), t, dtype=torch.long)
     if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
@@ -62,15 +64,16 @@ def _check_t(self, t, B, name='t', lo=0, check_values=True):
         raise ValueError(f"{name} must lie in [{lo}, {self.T - 1}], got values from {int(t.min())} to {int(t.max())}")
     return t.long()
 
-def _gather(self, a, t, x):
+# %% ../nbs/01_diffusion.ipynb #6bce0bb7
+@patch
+def _gather(self:NoiseSchedule, a, t, x):
     "Schedule values `a` at timesteps `t`, shaped to broadcast over `x` (B, ...)."
     key = (a.data_ptr(), x.device)
     if key not in self._copies: self._copies[key] = a.to(x.device)
     return self._copies[key][t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
-NoiseSchedule._check_t, NoiseSchedule._gather = _check_t, _gather
-
 # %% ../nbs/01_diffusion.ipynb #c138f7a3
+@patch
 def q_sample(self:NoiseSchedule,
              x0:torch.Tensor, # (B, ...) clean images, e.g. (B, 3, H, W) in [-1, 1]
              t:int|torch.Tensor, # (B,) timesteps in [0, T)
@@ -82,14 +85,13 @@ def q_sample(self:NoiseSchedule,
     check_tensor(x0, 'x0', floating=True)
     if x0.ndim < 1: raise ValueError("x0 must have a batch dimension")
     t = self._check_t(t, x0.shape[0], check_values=check_values)
-    if noise is None: noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x0.device)
+    if noise is None: noise = sample_noise(x0.shape, generator, x0.device, x0.dtype)
     elif noise.shape != x0.shape: raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
     ab = self._gather(self.alpha_bar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-NoiseSchedule.q_sample = q_sample
-
 # %% ../nbs/01_diffusion.ipynb #de0aa758
+@patch
 def q_posterior(self:NoiseSchedule,
                 x0:torch.Tensor, # (B, ...) clean (or predicted) images
                 x_t:torch.Tensor, # (B, ...) noisy images at step t
@@ -104,9 +106,8 @@ def q_posterior(self:NoiseSchedule,
     var = g((1 - self.alpha_bar_prev) / (1 - self.alpha_bar) * self.betas)
     return coef0 * x0 + coef_t * x_t, var
 
-NoiseSchedule.q_posterior = q_posterior
-
 # %% ../nbs/01_diffusion.ipynb #bf7f766c
+@patch
 def ddpm_step(self:NoiseSchedule,
               x_t:torch.Tensor, # (B, ...) current noisy images
               x0_hat:torch.Tensor, # (B, ...) the model's prediction of x0
@@ -117,12 +118,11 @@ def ddpm_step(self:NoiseSchedule,
     "One ancestral DDPM step from `x_t` to `x_{t-1}` given a prediction of $x_0$."
     t = self._check_t(t, x_t.shape[0])
     mean, var = self.q_posterior(x0_hat, x_t, t)
-    if noise is None: noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x_t.device)
+    if noise is None: noise = sample_noise(x_t.shape, generator, x_t.device, x_t.dtype)
     return mean + var.sqrt() * noise * (t > 0).to(x_t.dtype).view_as(var)
 
-NoiseSchedule.ddpm_step = ddpm_step
-
 # %% ../nbs/01_diffusion.ipynb #dbcefdba
+@patch
 def ddim_step(self:NoiseSchedule,
               x_t:torch.Tensor, # (B, ...) current noisy images
               x0_hat:torch.Tensor, # (B, ...) the model's prediction of x0
@@ -144,13 +144,12 @@ def ddim_step(self:NoiseSchedule,
     sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
     x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps_hat
     if eta > 0:
-        if noise is None: noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device='cpu' if generator is None or generator.device.type == 'cpu' else generator.device).to(x_t.device)
+        if noise is None: noise = sample_noise(x_t.shape, generator, x_t.device, x_t.dtype)
         x_prev = x_prev + sigma * noise
     return x_prev
 
-NoiseSchedule.ddim_step = ddim_step
-
 # %% ../nbs/01_diffusion.ipynb #b52cb4ba
+@patch
 def respace(self:NoiseSchedule,
             steps:int, # Number of steps to keep, 1 <= steps <= T
             t_max:int|None=None, # Largest timestep kept (default T-1; smaller for reconstruction from t_r)
@@ -158,17 +157,17 @@ def respace(self:NoiseSchedule,
     "A schedule over `steps` evenly spaced timesteps of this one, with the same `alpha_bar` there."
     t_max = self.T - 1 if t_max is None else t_max
     if not 0 <= t_max < self.T: raise ValueError(f"t_max must lie in [0, {self.T - 1}], got {t_max}")
-    if not isinstance(steps, int) or not 1 <= steps <= t_max + 1: raise ValueError(f"steps must be an int in [1, {t_max + 1}], got {steps!r}")
+    if not isinstance(steps, int) or not 1 <= steps <= t_max + 1:
+        raise ValueError(f"steps must be an int in [1, {t_max + 1}], got {steps!r}")
     keep = torch.linspace(0, t_max, steps, dtype=torch.float64).round().long().unique()
     ab = self.alpha_bar[keep]
     betas = 1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
     return NoiseSchedule(betas=betas, timesteps=self.timesteps[keep], kind=f'{self.kind}, respaced')
 
-NoiseSchedule.respace = respace
-
 # %% ../nbs/01_diffusion.ipynb #4dab85c0
+@patch
 def denoise(self:NoiseSchedule,
-            x0_fn:Callable, # x0_fn(x_t (B, ...), t (B,) long) -> x0_hat (B, ...)
+            x0_fn:Callable, # x0_fn(x_t (B, ...), t (B,) long) -> x0_hat (B, ...), or a dict holding it as 'x0_hat'
             shape:tuple, # Shape of the samples, (B, 3, H, W)
             steps:int|None=None, # Number of reverse steps (default: all T)
             sampler:str='ddpm', # 'ddpm' (ancestral) or 'ddim'
@@ -177,25 +176,21 @@ def denoise(self:NoiseSchedule,
             t_start:int|None=None, # Timestep of `x_start` (default T-1)
             generator:torch.Generator|None=None, # Source of all noise
             device:str|torch.device|None=None, # Device of the samples (default: that of x_start, else CPU)
-            callback:Callable|None=None, # callback(x, t_prev) -> x, called after every step
             progress:bool=False, # Show a progress bar
-           ) -> tuple: # x0 (B, ...), last x0_hat (B, ...)
+           ) -> tuple: # x0 (B, ...), x0_fn's last output
     "Run the reverse process from noise (or from `x_start` at `t_start`) to $t = 0$."
     if sampler not in ('ddpm', 'ddim'): raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
     t_start = self.T - 1 if t_start is None else t_start
     sched = self.respace(steps if steps is not None else t_start + 1, t_max=t_start)
     device = x_start.device if x_start is not None else torch.device(device or 'cpu')
-    gdev = 'cpu' if generator is None or generator.device.type == 'cpu' else generator.device
-    x = torch.randn(shape, generator=generator, device=gdev).to(device) if x_start is None else x_start
+    x = sample_noise(shape, generator, device) if x_start is None else x_start
     if tuple(x.shape) != tuple(shape): raise ValueError(f"x_start must have shape {tuple(shape)}, got {tuple(x.shape)}")
     ts = sched.timesteps.tolist()
-    x0_hat = x
+    out = None
     for k in tqdm(range(len(ts) - 1, -1, -1), disable=not progress, desc=sampler, leave=False):
         t = torch.full((shape[0],), ts[k], dtype=torch.long, device=device)
-        x0_hat = x0_fn(x, t)
+        out = x0_fn(x, t)
+        x0_hat = out['x0_hat'] if isinstance(out, dict) else out
         if sampler == 'ddpm': x = sched.ddpm_step(x, x0_hat, k, generator=generator)
         else: x = self.ddim_step(x, x0_hat, ts[k], ts[k - 1] if k > 0 else -1, eta=eta, generator=generator)
-        if callback is not None: x = callback(x, ts[k - 1] if k > 0 else -1)
-    return x, x0_hat
-
-NoiseSchedule.denoise = denoise
+    return x, out

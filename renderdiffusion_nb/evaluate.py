@@ -164,7 +164,8 @@ def results_table(rows:list, # Dicts with some of the keys of `COLUMNS`
                  ) -> str: # A Markdown table
     "The evaluation rows as a Markdown table; missing values are shown as '-'."
     known = [k for k, _, _ in COLUMNS]
-    if columns is not None and set(columns) - set(known): raise ValueError(f"unknown columns {sorted(set(columns) - set(known))}; expected some of {known}")
+    if columns is not None and set(columns) - set(known):
+        raise ValueError(f"unknown columns {sorted(set(columns) - set(known))}; expected some of {known}")
     cols = [c for c in COLUMNS if columns is None or c[0] in columns]
     cell = lambda r, k, f: f.format(r[k]) if r.get(k) is not None else '-'
     lines = ['| ' + ' | '.join(h for _, h, _ in cols) + ' |', '|' + ' --- |' * len(cols)]

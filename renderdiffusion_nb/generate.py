@@ -9,25 +9,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .core import check_count, check_tensor, module_device, save_gif
-from .cameras import Cameras, orbit_cameras, sample_cameras
-from .data import get_family
+from .core import check_count, check_tensor, module_device, rgb_depth_png, save_gif
+from .cameras import Cameras, orbit_cameras, spherical_cameras
+from .scenes import family_cameras, get_family
 from .model import RenderDiffusion
 
 # %% auto #0
-__all__ = ['family_cameras', 'generate', 'render_orbit', 'scene_viewer']
-
-# %% ../nbs/10_generate.ipynb #ff942ce7
-def family_cameras(family:str, # A data family of page 03 (clevr1, clevr3, chairs, cars, planes)
-                   n:int, # Number of cameras
-                   size:int, # Image size (square)
-                   generator:torch.Generator|None=None, # Source of randomness
-                   device=None, # Device of the cameras
-                  ) -> Cameras:
-    "`n` random cameras from the distribution the family's images were rendered with."
-    fam = get_family(family)
-    return sample_cameras(n, size, size, radius=fam.radius, elevation=fam.elevation, fov=fam.fov, target=fam.target,
-                          generator=generator, device=device)
+__all__ = ['generate', 'render_orbit', 'scene_viewer']
 
 # %% ../nbs/10_generate.ipynb #b30b27f5
 @torch.no_grad()
@@ -53,12 +41,8 @@ def generate(model:RenderDiffusion, # A trained denoiser
     images, planes = [], []
     for i in tqdm(range(0, n, batch_size), disable=not progress or n <= batch_size, desc='generate'):
         cams = cameras[i:i + batch_size].to(dev)
-        last = {}
-        def x0_fn(x_t, t):
-            last.update(model(x_t, t, cams))
-            return last['x0_hat']
-        x, _ = model.schedule.denoise(x0_fn, (len(cams), 3, S, S), steps=steps, sampler=sampler, eta=eta,
-                                      generator=generator, device=dev, progress=progress)
+        x, last = model.schedule.denoise(lambda x_t, t: model(x_t, t, cams), (len(cams), 3, S, S), steps=steps, sampler=sampler,
+                                         eta=eta, generator=generator, device=dev, progress=progress)
         images.append(x); planes.append(last['planes'])
     return {'images': torch.cat(images), 'planes': torch.cat(planes), 'cameras': cameras}
 
@@ -87,20 +71,6 @@ def render_orbit(model:RenderDiffusion, # The model whose decoder and renderer s
     return {'rgb': rgb, 'depth': depth, 'path': path}
 
 # %% ../nbs/10_generate.ipynb #1ebad9e4
-def _png(rgb:torch.Tensor, depth:torch.Tensor) -> bytes:
-    "Colour (3, H, W) in [-1, 1] beside its depth (1, H, W) as PNG bytes."
-    import io
-    import matplotlib
-    from PIL import Image as PILImage
-    d = depth[0].float().cpu()
-    fg = d > 0
-    lo, hi = (d[fg].min().item(), d[fg].max().item()) if fg.any() else (0., 1.)
-    dc = torch.from_numpy(matplotlib.colormaps['viridis'](((d - lo) / max(hi - lo, 1e-6)).clamp(0, 1).numpy())[..., :3]).permute(2, 0, 1).float()
-    img = torch.cat([((rgb.float().cpu() + 1) / 2).clamp(0, 1), torch.where(fg, dc, torch.ones_like(dc))], dim=-1)
-    buf = io.BytesIO()
-    PILImage.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, format='PNG')
-    return buf.getvalue()
-
 def scene_viewer(model:RenderDiffusion, # The model whose decoder and renderer settings to use
                  planes:torch.Tensor, # (1, 3, C, R, R) or (3, C, R, R), one triplane
                  family:str='clevr1', # Data family whose camera radius, field of view and target to use
@@ -108,7 +78,6 @@ def scene_viewer(model:RenderDiffusion, # The model whose decoder and renderer s
                 ):
     "An ipywidgets viewer: azimuth / elevation sliders re-render the scene (colour | depth)."
     import ipywidgets as widgets
-    from renderdiffusion_nb.cameras import spherical_cameras
     if planes.ndim == 4: planes = planes[None]
     check_tensor(planes, 'planes', (1, 3, model.config.n_features, None, None), floating=True)
     fam = get_family(family)
@@ -119,6 +88,6 @@ def scene_viewer(model:RenderDiffusion, # The model whose decoder and renderer s
         cam = spherical_cameras(torch.tensor([float(az.value)]), torch.tensor([float(el.value)]), torch.tensor([fam.radius]),
                                 size, size, fam.fov, fam.target)
         with torch.no_grad(): out = model.render(planes, cam.to(planes.device))
-        view.value = _png(out['rgb'][0], out['depth'][0])
+        view.value = rgb_depth_png(out['rgb'][0], out['depth'][0])
     az.observe(update, 'value'); el.observe(update, 'value'); update()
     return widgets.VBox([widgets.HBox([az, el]), view])

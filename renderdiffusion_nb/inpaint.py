@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .core import as_model_image, check_count, check_tensor, module_device
-from .cameras import Cameras
+from .core import as_model_image, check_count, check_tensor, module_device, rgb_depth_png, sample_noise
+from .cameras import Cameras, rotate_cameras
 from .model import RenderDiffusion
 
 # %% auto #0
@@ -25,7 +25,8 @@ def box_mask(H:int, # Image height
             ) -> torch.Tensor: # (1, 1, H, W) bool, True inside the box
     "A rectangular hole."
     if not (0 <= top < H and 0 <= left < W and height > 0 and width > 0):
-        raise ValueError(f"the box (top={top}, left={left}, height={height}, width={width}) must start inside a {H}x{W} image and have positive size")
+        raise ValueError(f"the box (top={top}, left={left}, height={height}, width={width}) must start inside a {H}x{W} image and have "
+                         "positive size")
     m = torch.zeros(1, 1, H, W, dtype=torch.bool)
     m[..., top:top + height, left:left + width] = True
     return m
@@ -96,8 +97,7 @@ def inpaint(model:RenderDiffusion, # A trained denoiser
     x0, known, cams = torch.where(known, image, 0.).to(dev), known.to(dev), cameras.to(dev)
     steps = check_count(steps, 'steps', default=50, most=model.schedule.T)
     sched = model.schedule.respace(steps)
-    gdev = 'cpu' if generator is None or generator.device.type == 'cpu' else generator.device
-    noise = lambda: torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
+    noise = lambda: sample_noise(x0.shape, generator, dev)
     x, last = noise(), {}
     ts = repaint_timeline(steps, resample, jump)
     for k, k_next in tqdm(list(zip(ts, ts[1:])), disable=not progress, desc='inpaint', leave=False):
@@ -119,21 +119,18 @@ def inpaint_viewer(model:RenderDiffusion, # A trained denoiser
                   ):
     "An ipywidgets tool: sliders place a box, the button inpaints it; result and a novel view are shown."
     import ipywidgets as widgets
-    from renderdiffusion_nb.generate import _png
-    from renderdiffusion_nb.model import rotate_cameras
     S = model.config.image_size
     check_tensor(image, 'image', (1, 3, S, S))
     image, steps = as_model_image(image, 'image'), check_count(steps, 'steps', default=50, most=model.schedule.T)
     sl = {k: widgets.IntSlider(v, 0, S - 1, 1, description=k, continuous_update=False)
           for k, v in dict(top=S // 4, left=S // 4, height=S // 2, width=S // 3).items()}
     button, views = widgets.Button(description='Inpaint'), [widgets.Image(format='png', width=4 * S) for _ in range(3)]
-    blank = torch.zeros(1, S, S)
     mask = lambda: box_mask(S, S, sl['top'].value, sl['left'].value, max(1, sl['height'].value), max(1, sl['width'].value))
-    def show_mask(_=None): views[0].value = _png(torch.where(mask()[0], 1., image[0].cpu()), blank)
+    def show_mask(_=None): views[0].value = rgb_depth_png(torch.where(mask()[0], 1., image[0].cpu()))
     def run(_=None):
         out = inpaint(model, image, mask(), camera, steps=steps, generator=torch.Generator().manual_seed(seed), progress=False)
         with torch.no_grad(): nv = model.render(out['planes'], rotate_cameras(camera, 90).to(out['planes'].device))
-        views[1].value, views[2].value = _png(out['image'][0], blank), _png(nv['rgb'][0], nv['depth'][0])
+        views[1].value, views[2].value = rgb_depth_png(out['image'][0]), rgb_depth_png(nv['rgb'][0], nv['depth'][0])
     for w in sl.values(): w.observe(show_mask, 'value')
     button.on_click(run); show_mask()
     return widgets.VBox([widgets.HBox(list(sl.values())[:2]), widgets.HBox(list(sl.values())[2:]), button,

@@ -8,27 +8,25 @@ import hashlib
 import importlib.resources
 import json
 import os
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .cameras import Cameras
-from .core import atomic_write, check_tensor, get_device, to_signed
-from .data import BACKGROUND
+from .cameras import BACKGROUND, Cameras, rotate_cameras # rotate_cameras: importable from here too
+from .core import atomic_write, check_tensor, config_from_dict, get_device, to_signed
 from .diffusion import NoiseSchedule
 from .rendering import render_image
 from .triplane import TriplaneDecoder
 from .unet import TriplaneUNet, UNetConfig, unet_config
 
 # %% auto #0
-__all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'rotate_cameras', 'save_checkpoint',
-           'Checkpoint', 'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models',
-           'load_pretrained']
+__all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'save_checkpoint', 'Checkpoint',
+           'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models', 'load_pretrained']
 
 # %% ../nbs/08_model.ipynb #57b4a44a
 @dataclass
@@ -42,7 +40,7 @@ class ModelConfig:
     density_shift:float = -1.0 # Decoder density offset: the untrained scene starts as a light fog
     n_coarse:int = 48 # Stratified samples per ray
     n_fine:int = 48 # Importance samples per ray, drawn from the coarse weights
-    background:tuple = BACKGROUND # Colour in [0, 1] behind the scene: the data set's (white)
+    background:tuple = BACKGROUND # Colour in [0, 1] behind the scene: the convention's (white), as in the data
     T:int = 1000 # Diffusion steps
     schedule:str = 'linear' # Noise schedule kind: 'linear' (DDPM) or 'cosine'
 
@@ -65,9 +63,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d:dict) -> ModelConfig:
         "The config from `to_dict`'s output, refusing unknown fields."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 # %% ../nbs/08_model.ipynb #a961da1a
 MODEL_PRESETS = {
@@ -100,11 +96,12 @@ class RenderDiffusion(nn.Module):
     def extra_repr(self): return f'image_size={self.config.image_size}, triplane=(3, {self.config.n_features}, {self.config.triplane_res}, {self.config.triplane_res})'
 
 # %% ../nbs/08_model.ipynb #b59f0bb5
-def _encode(self:RenderDiffusion,
-            x_t:torch.Tensor, # (B, 3, H, W) noisy images in [-1, 1] (roughly), H = W = config.image_size
-            t:torch.Tensor, # (B,) integer timesteps in [0, T)
-            check_values:bool=True, # Check that t lies in [0, T) (reads t back from the GPU; the training step passes False)
-           ) -> torch.Tensor: # (B, 3, C, R, R) triplanes
+@patch
+def encode(self:RenderDiffusion,
+           x_t:torch.Tensor, # (B, 3, H, W) noisy images in [-1, 1] (roughly), H = W = config.image_size
+           t:torch.Tensor, # (B,) integer timesteps in [0, T)
+           check_values:bool=True, # Check that t lies in [0, T) (reads t back from the GPU; the training step passes False)
+          ) -> torch.Tensor: # (B, 3, C, R, R) triplanes
     "The triplanes $e_\\phi(x_t, t)$."
     S = self.config.image_size
     dims = check_tensor(x_t, 'x_t', ('B', 3, None, None), floating=True)
@@ -113,22 +110,22 @@ def _encode(self:RenderDiffusion,
                          f"use a data set of that size or a model config with image_size={x_t.shape[-1]}")
     check_tensor(t, 't', ('B',), dims=dims)
     if t.is_floating_point() or (check_values and ((t < 0).any() or (t >= self.config.T).any())):
-        raise ValueError(f"t must hold integer timesteps in [0, {self.config.T - 1}], got {t.dtype} values {t.min().item()}..{t.max().item()}")
+        raise ValueError(f"t must hold integer timesteps in [0, {self.config.T - 1}], got {t.dtype} values "
+                         f"{t.min().item()}..{t.max().item()}")
     return self.encoder(x_t, t)
 
-RenderDiffusion.encode = _encode
-
 # %% ../nbs/08_model.ipynb #6fea98e2
-def _render(self:RenderDiffusion,
-            planes:torch.Tensor, # (B, 3, C, R, R) triplanes
-            cameras:Cameras, # B cameras (any image size)
-            jitter:bool=False, # Jitter the stratified samples (training)
-            generator:torch.Generator|None=None, # Source of the jitter
-            backend:str='auto', # Renderer: 'auto', 'torch' or 'triton'
-            chunk:int|None=None, # Rays per renderer call (bounds memory for large views); None: all at once
-            precision:str='fp32', # Triton renderer's plane reads and decoder products: 'fp32' or 'bf16' (see `render_rays`)
-            check_values:bool=True, # Check the planes' values (finite): reads them back from the GPU; the training step passes False
-           ) -> dict: # 'rgb' (B, 3, H, W) in [-1, 1], 'depth' (B, 1, H, W) distance along the ray, 'opacity' (B, 1, H, W)
+@patch
+def render(self:RenderDiffusion,
+           planes:torch.Tensor, # (B, 3, C, R, R) triplanes
+           cameras:Cameras, # B cameras (any image size)
+           jitter:bool=False, # Jitter the stratified samples (training)
+           generator:torch.Generator|None=None, # Source of the jitter
+           backend:str='auto', # Renderer: 'auto', 'torch' or 'triton'
+           chunk:int|None=None, # Rays per renderer call (bounds memory for large views); None: all at once
+           precision:str='fp32', # Triton renderer's plane reads and decoder products: 'fp32' or 'bf16' (see `render_rays`)
+           check_values:bool=True, # Check the planes' values (finite): reads them back from the GPU; the training step passes False
+          ) -> dict: # 'rgb' (B, 3, H, W) in [-1, 1], 'depth' (B, 1, H, W) distance along the ray, 'opacity' (B, 1, H, W)
     "Volume-render the triplanes from `cameras`."
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     dims = check_tensor(planes, 'planes', ('B', 3, self.config.n_features, None, None), floating=True)
@@ -141,16 +138,15 @@ def _render(self:RenderDiffusion,
                            check_values=check_values)
     return {**out, 'rgb': to_signed(out['rgb'])}
 
-RenderDiffusion.render = _render
-
 # %% ../nbs/08_model.ipynb #addb7fff
-def _forward(self:RenderDiffusion,
-             x_t:torch.Tensor, # (B, 3, H, W) noisy images, H = W = config.image_size
-             t:torch.Tensor, # (B,) integer timesteps in [0, T)
-             cameras:Cameras, # B cameras of the input images, of size H x W
-             check_values:bool=True, # Check the values of t and of the planes (reads them back from the GPU); False in training steps
-             **render_kwargs, # `jitter`, `generator`, `backend`, `chunk`, `precision` for `render`
-            ) -> dict: # 'x0_hat' (B, 3, H, W) in [-1, 1], 'planes' (B, 3, C, R, R), 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
+@patch
+def forward(self:RenderDiffusion,
+            x_t:torch.Tensor, # (B, 3, H, W) noisy images, H = W = config.image_size
+            t:torch.Tensor, # (B,) integer timesteps in [0, T)
+            cameras:Cameras, # B cameras of the input images, of size H x W
+            check_values:bool=True, # Check the values of t and of the planes (reads them back from the GPU); False in training steps
+            **render_kwargs, # `jitter`, `generator`, `backend`, `chunk`, `precision` for `render`
+           ) -> dict: # 'x0_hat' (B, 3, H, W) in [-1, 1], 'planes' (B, 3, C, R, R), 'depth' (B, 1, H, W), 'opacity' (B, 1, H, W)
     "Predict $x_0$ by rendering the triplane lifted from $x_t$ from the input camera."
     planes = self.encode(x_t, t, check_values)
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
@@ -158,18 +154,6 @@ def _forward(self:RenderDiffusion,
         raise ValueError(f"cameras are for {cameras.H}x{cameras.W} images but x_t is {x_t.shape[-2]}x{x_t.shape[-1]}")
     out = self.render(planes, cameras, check_values=check_values, **render_kwargs)
     return {'x0_hat': out['rgb'], 'planes': planes, 'depth': out['depth'], 'opacity': out['opacity']}
-
-RenderDiffusion.forward = _forward
-
-# %% ../nbs/08_model.ipynb #042c7443
-def rotate_cameras(cameras:Cameras, # B cameras
-                   degrees:float, # Rotation about the world z axis (counter-clockwise seen from above)
-                  ) -> Cameras:
-    "The cameras turned about the world's vertical axis through the origin."
-    a = math.radians(degrees)
-    Rz = torch.eye(4, dtype=cameras.c2w.dtype, device=cameras.c2w.device)
-    Rz[0, 0], Rz[0, 1], Rz[1, 0], Rz[1, 1] = math.cos(a), -math.sin(a), math.sin(a), math.cos(a)
-    return Cameras(cameras.K, Rz @ cameras.c2w, cameras.H, cameras.W)
 
 # %% ../nbs/08_model.ipynb #51c5162e
 FORMAT = 'renderdiffusion_nb.checkpoint/1'

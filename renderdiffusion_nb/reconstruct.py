@@ -11,9 +11,9 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from .core import as_model_image, atomic_write, check_count, check_tensor, module_device
-from .cameras import Cameras
-from .data import render_scene
+from .core import as_model_image, atomic_write, check_count, check_tensor, module_device, rgb_depth_png
+from .cameras import Cameras, rotate_cameras
+from .scenes import render_scene
 from .triplane import TriplaneDecoder, sample_triplane
 from .model import RenderDiffusion
 
@@ -36,17 +36,14 @@ def reconstruct(model:RenderDiffusion, # A trained denoiser
     image = as_model_image(image, 'image')
     if not isinstance(cameras, Cameras): raise TypeError(f"cameras must be a Cameras, got {type(cameras).__name__}")
     if len(cameras) != len(image): raise ValueError(f"got {len(image)} images but {len(cameras)} cameras")
-    if isinstance(t_r, bool) or not isinstance(t_r, int) or not 0 <= t_r < T: raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
+    if isinstance(t_r, bool) or not isinstance(t_r, int) or not 0 <= t_r < T:
+        raise ValueError(f"t_r must be an int in [0, {T - 1}], got {t_r!r}")
     steps = check_count(steps, 'steps', default=20, most=t_r + 1)
     dev = module_device(model)
     x, cams = image.to(dev), cameras.to(dev)
     x_tr = model.schedule.q_sample(x, t_r, generator=generator) if t_r > 0 else x
-    last = {}
-    def x0_fn(x_t, t):
-        last.update(model(x_t, t, cams))
-        return last['x0_hat']
-    out, _ = model.schedule.denoise(x0_fn, tuple(x.shape), steps=steps, sampler=sampler,
-                                    x_start=x_tr, t_start=t_r, generator=generator)
+    out, last = model.schedule.denoise(lambda x_t, t: model(x_t, t, cams), tuple(x.shape), steps=steps, sampler=sampler,
+                                       x_start=x_tr, t_start=t_r, generator=generator)
     return {'planes': last['planes'], 'image': out, 'x_tr': x_tr}
 
 # %% ../nbs/11_reconstruct.ipynb #686be2e0
@@ -81,7 +78,8 @@ def export_mesh(model:RenderDiffusion|TriplaneDecoder, # The model (or decoder) 
     voxel = 2 / (resolution - 1)
     level = math.log(2) / 0.1 if level is None else level
     if not sigma.min() < level < sigma.max():
-        raise ValueError(f"the density never crosses level {level:.3g} (it spans {sigma.min():.3g}..{sigma.max():.3g}): the scene is empty or solid; pass another level")
+        raise ValueError(f"the density never crosses level {level:.3g} (it spans {sigma.min():.3g}..{sigma.max():.3g}): the scene is "
+                         "empty or solid; pass another level")
     verts, faces, normals, _ = marching_cubes(sigma, level=level, spacing=(voxel,) * 3)
     verts = verts - 1
     p = planes if planes.ndim == 5 else planes[None]
@@ -102,8 +100,6 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
                          ):
     "An ipywidgets viewer: a t_r slider re-runs the reconstruction; input view and a novel view are shown."
     import ipywidgets as widgets
-    from renderdiffusion_nb.generate import _png
-    from renderdiffusion_nb.model import rotate_cameras
     check_tensor(image, 'image', (1, 3, model.config.image_size, model.config.image_size))
     image = as_model_image(image, 'image')
     t_max, steps = check_count(t_max, 't_max', default=200, most=model.config.T - 1), check_count(steps, 'steps', default=20)
@@ -114,9 +110,9 @@ def reconstruction_viewer(model:RenderDiffusion, # A trained denoiser
     def update(_=None):
         rec = reconstruct(model, image, camera, t_r=t_r.value, steps=steps, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad(): out = model.render(rec['planes'], novel.to(dev))
-        views[0].value = _png(rec['x_tr'][0].clamp(-1, 1), torch.zeros(1, *image.shape[-2:]))
-        views[1].value = _png(rec['image'][0], torch.zeros(1, *image.shape[-2:]))
-        views[2].value = _png(out['rgb'][0], out['depth'][0])
+        views[0].value = rgb_depth_png(rec['x_tr'][0].clamp(-1, 1))
+        views[1].value = rgb_depth_png(rec['image'][0])
+        views[2].value = rgb_depth_png(out['rgb'][0], out['depth'][0])
     t_r.observe(update, 'value'); update()
     return widgets.VBox([t_r, widgets.HBox([widgets.VBox([widgets.Label(l), v]) for l, v in
                                              zip(['x at t_r', 'input view', 'novel view | depth'], views)])])

@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .cameras import Cameras
-from .core import atomic_write, get_device, show_images, to_unit
-from .data import BACKGROUND, SceneDataset, get_family, render_scenes
-from .model import (ModelConfig, RenderDiffusion, load_checkpoint, model_config, rotate_cameras,
-                                      save_checkpoint)
+from .cameras import BACKGROUND, Cameras, rotate_cameras
+from .core import atomic_write, config_from_dict, get_device, show_images, to_unit
+from .data import SceneDataset
+from .model import ModelConfig, RenderDiffusion, load_checkpoint, model_config, save_checkpoint
+from .scenes import get_family, render_scenes
 
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'PROCEDURAL', 'RESUMABLE', 'GRID_TS', 'loss_weights', 'x0_loss', 'sample_timesteps', 'TrainConfig',
@@ -126,9 +126,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d:dict) -> TrainConfig:
         "The config from `to_dict`'s output, refusing unknown fields."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**{**d, 'model': ModelConfig.from_dict(d['model']) if isinstance(d.get('model'), dict) else d.get('model', 'small')})
+        return config_from_dict(cls, d, nested={'model': ModelConfig.from_dict})
 
 # %% ../nbs/09_train.ipynb #f6bb7a46
 TRAIN_PRESETS = {

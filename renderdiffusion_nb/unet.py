@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import check_tensor
 
@@ -70,7 +71,8 @@ class Attention(nn.Module):
     "Multi-head self-attention over the pixels of a feature map, with a residual connection."
     def __init__(self, ch:int, head_channels:int=32, groups:int=32):
         super().__init__()
-        if ch % head_channels and ch > head_channels: raise ValueError(f"channels ({ch}) must be a multiple of head_channels ({head_channels})")
+        if ch % head_channels and ch > head_channels:
+            raise ValueError(f"channels ({ch}) must be a multiple of head_channels ({head_channels})")
         self.heads = max(1, ch // head_channels)
         self.norm, self.qkv, self.proj = _norm(ch, groups), nn.Conv2d(ch, 3 * ch, 1), _zero(nn.Conv2d(ch, ch, 1))
 
@@ -97,7 +99,8 @@ class UNetConfig:
 
     def __post_init__(self):
         object.__setattr__(self, 'mults', tuple(self.mults)); object.__setattr__(self, 'attn_res', tuple(self.attn_res))
-        if self.channels < 1 or not self.mults or self.n_res < 1: raise ValueError(f"channels, mults and n_res must be positive, got {self}")
+        if self.channels < 1 or not self.mults or self.n_res < 1:
+            raise ValueError(f"channels, mults and n_res must be positive, got {self}")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 # %% ../nbs/07_unet.ipynb #b9d45666
@@ -143,7 +146,8 @@ class TriplaneUNet(nn.Module):
         c = self.config = unet_config(config)
         levels = len(c.mults)
         if image_size < 2 ** (levels - 1) or image_size % 2 ** (levels - 1):
-            raise ValueError(f"image_size must be a multiple of 2**{levels - 1} = {2 ** (levels - 1)} for {levels} levels, got {image_size}")
+            raise ValueError(f"image_size must be a multiple of 2**{levels - 1} = {2 ** (levels - 1)} for {levels} levels, got "
+                             f"{image_size}")
         ratio = triplane_res / image_size
         if ratio < 1 or ratio != 2 ** round(math.log2(ratio)):
             raise ValueError(f"triplane_res must be image_size ({image_size}) times a power of two >= 1, got {triplane_res}")
@@ -171,10 +175,11 @@ class TriplaneUNet(nn.Module):
         self.out = nn.Sequential(_norm(ch, c.groups), nn.SiLU(), _zero(nn.Conv2d(ch, 3 * n_features, 3, padding=1)))
 
 # %% ../nbs/07_unet.ipynb #04df4ab7
-def _unet_forward(self:TriplaneUNet,
-                  x:torch.Tensor, # (B, 3, H, W) noisy image x_t, H = W = image_size
-                  t:torch.Tensor, # (B,) timesteps
-                 ) -> torch.Tensor: # (B, 3, C, R, R) triplane, planes xy, xz, yz
+@patch
+def forward(self:TriplaneUNet,
+            x:torch.Tensor, # (B, 3, H, W) noisy image x_t, H = W = image_size
+            t:torch.Tensor, # (B,) timesteps
+           ) -> torch.Tensor: # (B, 3, C, R, R) triplane, planes xy, xz, yz
     "Lift the noisy image `x` at timestep `t` into a triplane."
     S = self.image_size
     dims = check_tensor(x, 'x', ('B', 3, None, None), floating=True)
@@ -187,5 +192,3 @@ def _unet_forward(self:TriplaneUNet,
     for m in self.up: h = m(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(m, _Block) else m(h, emb)
     for m in self.extra: h = m(h, emb)
     return self.out(h).unflatten(1, (3, self.n_features))
-
-TriplaneUNet.forward = _unet_forward

@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from renderdiffusion_nb.cameras import Cameras, convert_opengl, get_rays, look_at, project_points
-from renderdiffusion_nb.data import (BACKGROUND, FAMILIES, FLOOR_Z, object_bounds, MultiViewDataset, SceneDataset, culled_hit, export_nerf_synthetic,
-                                     export_srn, hash_uniform, make_dataset, nearest_hit, read_manifest, read_nerf_synthetic,
-                                     read_srn, render_scene, render_scenes, sample_scenes, scene_cameras, stream_key,
-                                     unproject_depth)
+from renderdiffusion_nb.cameras import BACKGROUND, Cameras, convert_opengl, get_rays, look_at, project_points
+from renderdiffusion_nb.data import MultiViewDataset, SceneDataset, make_dataset, read_manifest
+from renderdiffusion_nb.readers import export_nerf_synthetic, export_srn, read_nerf_synthetic, read_srn
+from renderdiffusion_nb.scenes import (FAMILIES, FLOOR_Z, culled_hit, hash_uniform, nearest_hit, object_bounds, render_scene, render_scenes,
+                                       sample_scenes, scene_cameras, stream_key, unproject_depth)
 
 FAM = sorted(FAMILIES)
 
@@ -320,7 +320,7 @@ def test_overwrite_repairs_a_damaged_dataset(tmp_path):
 
 
 def test_out_of_distribution_variants():
-    from renderdiffusion_nb.data import render_scene, rotate_hue
+    from renderdiffusion_nb.scenes import rotate_hue
     a = render_scene('clevr1', 3, views=2, res=24, device='cpu')
     assert torch.equal(a['image'], render_scene('clevr1', 3, views=2, res=24, device='cpu', hue_shift=0.)['image'])
     b = render_scene('clevr1', 3, views=2, res=24, device='cpu', floor=(0.2, 0.5, 0.3))

@@ -115,13 +115,13 @@ def test_page_in_browser(nb, site, browser):
 
 def test_builder_points_api_links_at_notebooks():
     bd = build_docs()
-    pages = {'core': Path('00_core.ipynb'), 'data': Path('03_data.ipynb')}
-    entries = {Path('00_core.ipynb'): {'show_images'}, Path('03_data.ipynb'): {'multiviewdataset'}}
+    pages = {'core': Path('00_core.ipynb'), 'data': Path('03b_datasets.ipynb')}
+    entries = {Path('00_core.ipynb'): {'show_images'}, Path('03b_datasets.ipynb'): {'multiviewdataset'}}
     text = ('[`show_images`](core.html#show_images), [`_as_hwc`](core.html#_as_hwc), '
             '[`MultiViewDataset.from_scenes`](data.html#multiviewdataset.from_scenes), [x](other.html#y)')
     assert bd.api_links(text, Path('tutorials/quickstart.ipynb'), pages, entries) == (
         '[`show_images`](../00_core.ipynb#show_images), `_as_hwc`, '
-        '[`MultiViewDataset.from_scenes`](../03_data.ipynb#multiviewdataset), [x](other.html#y)')
+        '[`MultiViewDataset.from_scenes`](../03b_datasets.ipynb#multiviewdataset), [x](other.html#y)')
     sig = '### f\n\n```python\ndef f(\n    x:int, # A [`Cameras`](cameras.html#cameras), not `None`\n)\n```\n\n*Doc with `code`.*'
     assert bd.plain_signatures(sig) == '### f\n\n```python\ndef f(\n    x:int, # A Cameras, not None\n)\n```\n\n*Doc with `code`.*'
 

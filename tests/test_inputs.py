@@ -8,11 +8,11 @@ from PIL import Image
 
 from renderdiffusion_nb.cameras import sample_cameras
 from renderdiffusion_nb.core import ImageRangeWarning, as_model_image, check_count, get_device, load_image
-from renderdiffusion_nb.data import read_nerf_synthetic
 from renderdiffusion_nb.evaluate import evaluate_generation, psnr, ssim
 from renderdiffusion_nb.generate import generate
 from renderdiffusion_nb.inpaint import box_mask, inpaint, inpaint_viewer, repaint_timeline
 from renderdiffusion_nb.model import RenderDiffusion, model_config
+from renderdiffusion_nb.readers import read_nerf_synthetic
 from renderdiffusion_nb.reconstruct import reconstruct, reconstruction_viewer, tr_sweep
 
 S = 32

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from renderdiffusion_nb.cameras import sample_cameras
+from renderdiffusion_nb.cameras import rotate_cameras, sample_cameras
 from renderdiffusion_nb.model import (Checkpoint, ModelConfig, RenderDiffusion, export_weights, load_checkpoint, load_model, model_config,
-                                      rotate_cameras, save_checkpoint)
+                                      save_checkpoint)
 
 MICRO = model_config('tiny', image_size=16, triplane_res=16, n_coarse=4, n_fine=4)
 
