@@ -17,11 +17,14 @@ import copy
 import functools
 import datetime
 import json
+import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+
+if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1') # the kernels in Triton's interpreter, set before triton loads
 
 from renderdiffusion_nb.cameras import get_rays, ray_box_intersect, sample_cameras
 from renderdiffusion_nb import render_triton as rt

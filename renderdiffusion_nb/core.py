@@ -50,9 +50,6 @@ def module_device(module:torch.nn.Module, # A module with at least one parameter
     if p is None: raise ValueError(f"{type(module).__name__} has no parameters, so it has no device")
     return p.device
 
-# %% ../nbs/00_core.ipynb #82e8182a
-if not torch.cuda.is_available(): os.environ.setdefault('TRITON_INTERPRET', '1') # Triton's CPU interpreter where there is no GPU
-
 # %% ../nbs/00_core.ipynb #9ea384b1
 def seed_everything(seed:int, # Seed for Python, NumPy and PyTorch (CPU and CUDA)
                    ) -> torch.Generator:

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .cameras import BACKGROUND, Cameras, rotate_cameras
-from .core import atomic_write, config_from_dict, get_device, show_images, to_unit
+from .core import atomic_write, config_from_dict, get_device, sample_noise, show_images, to_unit
 from .data import SceneDataset
 from .model import ModelConfig, RenderDiffusion, load_checkpoint, model_config, save_checkpoint
 from .scenes import get_family, render_scenes
@@ -473,7 +473,7 @@ def _step_draws(self:Trainer, step:int, H:int, W:int) -> tuple:
     c, b = self.config, self.config.batch_size // self.world
     g = self.draws.manual_seed(_mix(c.seed, 2, step))
     t = sample_timesteps(c.batch_size, c.model.T if c.t_max is None else c.t_max + 1, c.t_power, generator=g)
-    noise = torch.randn(c.batch_size, 3, H, W, generator=g, device=g.device)
+    noise = sample_noise((c.batch_size, 3, H, W), g, device=g.device)
     sl = slice(self.rank * b, (self.rank + 1) * b)
     return t[sl], noise[sl]
 
@@ -660,7 +660,7 @@ def grid(self:Trainer, path:str|Path|None=None) -> Path:
     imgs, titles, rows = [], [], []
     for t in ts:
         tt = torch.full((len(x0),), t, device=self.device)
-        x_t = model.schedule.q_sample(x0, tt, noise=torch.randn(x0.shape, generator=g).to(self.device))
+        x_t = model.schedule.q_sample(x0, tt, noise=sample_noise(x0.shape, g, device=self.device))
         with torch.autocast(**self.autocast): out = model(x_t, tt, cams, backend=self.config.backend)
         rows.append((t, x_t, out))
     novel = [model.render(rows[0][2]['planes'], rotate_cameras(cams, a), backend=self.config.backend)['rgb'] for a in (90, 180, 270)]
