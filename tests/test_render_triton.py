@@ -1,6 +1,7 @@
 "The fused Triton renderer against the reference renderer: outputs, every gradient, awkward sizes, bad input."
 import copy
 import functools
+import os
 
 import pytest
 import torch
@@ -239,7 +240,7 @@ def test_render_rays_triton_never_waits_for_the_whole_stream():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter switch matters only without a GPU")
 def test_interpreter_survives_torch_importing_triton_first():
-    "Building an optimizer makes PyTorch import triton; the library (page 00) must have switched the interpreter on before that."
+    "Building an optimizer makes PyTorch import triton; with the interpreter switched on in the environment (the user's or the test's), the Triton path runs on the CPU all the same."
     import os, subprocess, sys, textwrap
     code = textwrap.dedent('''
         import torch
@@ -253,9 +254,19 @@ def test_interpreter_survives_torch_importing_triton_first():
         a, b = (render_rays(planes, dec, o, d, n, f, n_coarse=4, n_fine=4, backend=k)['rgb'] for k in ('torch', 'triton'))
         assert (a - b).abs().max() < 1e-5
     ''')
-    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'} # as a user's shell: nothing set
+    env = {**os.environ, 'TRITON_INTERPRET': '1'} # as a CPU user sets it; importing the library does not change the environment
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_importing_the_library_leaves_the_environment_alone():
+    "No module of the library sets TRITON_INTERPRET (or anything else) in the process environment when imported."
+    import subprocess, sys
+    code = ("import os, json; before = dict(os.environ); import renderdiffusion_nb.train, renderdiffusion_nb.rendering, "
+            "renderdiffusion_nb.render_triton, renderdiffusion_nb.demo; print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))")
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == '[]', (r.stdout[-500:], r.stderr[-2000:])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter matters only without a GPU")
