@@ -133,7 +133,7 @@ def main():
 def readme(cards: dict) -> str:
     "The model cards as Markdown."
     out = ['# Shipped models', '',
-           'Trained with `renderdiffusion_nb.train` on procedural data (`renderdiffusion_nb.data`), strictly monocular:',
+           'Trained with `renderdiffusion_nb.train` on procedural scenes (`renderdiffusion_nb.scenes`), strictly monocular:',
            'one view of each training scene is ever seen. Load one with `load_pretrained(name)`; each file is checked',
            'against the SHA-256 in its card first. Numbers are on held-out scenes and held-out views (`rd-eval`).', '']
     for n, c in cards.items():
