@@ -77,7 +77,7 @@ def sample_timesteps(n:int, # How many timesteps
 @dataclass
 class TrainConfig:
     "A training run: data, model, optimisation, bookkeeping."
-    data:str = '' # Dataset folder written by the data module (one view per scene is used), or 'procedural:<family>' (fresh scenes every step)
+    data:str = '' # Data set folder written by the data module (one view per scene is used), or 'procedural:<family>'
     out:str = 'runs/run' # Run folder: config.json, log.jsonl, checkpoints/, grids/; never overwritten unasked
     model:ModelConfig|str|dict = 'small' # Model preset name or `ModelConfig` (image size must match the data)
     steps:int = 100_000 # Optimizer steps in total (a resumed run continues to this)
@@ -93,7 +93,7 @@ class TrainConfig:
     t_max:int|None = None # Largest timestep drawn (None: T-1); 0 trains the deterministic baseline, the same network without noise
     t_power:float = 1.0 # Timestep density (see `sample_timesteps`): 1 uniform (the paper), 2 puts half the draws below T/4
     jitter:bool = True # Jitter samples along rays while training (anti-aliasing in depth)
-    precision:str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'; bf16 also runs the Triton renderer's plane reads and decoder products in bf16
+    precision:str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32' (bf16: the Triton renderer's reads too)
     backend:str = 'auto' # Renderer: 'auto' (Triton on CUDA when available), 'torch' or 'triton'
     eager:bool = False # Run each step eagerly, op by op, instead of replaying it as one CUDA graph (one GPU only; CPU runs are eager)
     compile:bool = False # Compile the U-Net with torch.compile (fuses its many small kernels; the first step takes minutes)
@@ -104,22 +104,27 @@ class TrainConfig:
     grid_every:int = 1000 # Steps between sample grids (0: never)
     num_workers:int = 2 # DataLoader worker processes per rank (0: load in the main process)
     device:str|None = None # None: CUDA when available (under DDP: cuda:LOCAL_RANK), else CPU
-    init:str = '' # Start from the weights of this checkpoint (its EMA weights when it has them), e.g. a shipped model; optimizer, EMA and step start afresh
+    init:str = '' # Start from this checkpoint's weights (EMA when present), e.g. a shipped model; optimizer, EMA, step afresh
     resume:bool = False # Continue the run in `out` from its last checkpoint
     progress:bool = True # Show a progress bar (rank 0)
 
     def __post_init__(self):
         self.model = model_config(self.model)
         self.betas = tuple(self.betas)
-        if self.precision not in ('auto', 'bf16', 'fp32'): raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        if self.backend not in ('auto', 'torch', 'triton'): raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {self.backend!r}")
-        if self.weighting not in ('uniform', 'min_snr'): raise ValueError(f"weighting must be 'uniform' or 'min_snr', got {self.weighting!r}")
+        if self.precision not in ('auto', 'bf16', 'fp32'):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.backend not in ('auto', 'torch', 'triton'):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {self.backend!r}")
+        if self.weighting not in ('uniform', 'min_snr'):
+            raise ValueError(f"weighting must be 'uniform' or 'min_snr', got {self.weighting!r}")
         for n in ('steps', 'batch_size', 'log_every', 'ckpt_every', 'keep_ckpts'):
             v = getattr(self, n)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
-        if self.t_max is not None and not 0 <= self.t_max < self.model.T: raise ValueError(f"t_max must be None or in [0, {self.model.T - 1}], got {self.t_max!r}")
+        if self.t_max is not None and not 0 <= self.t_max < self.model.T:
+            raise ValueError(f"t_max must be None or in [0, {self.model.T - 1}], got {self.t_max!r}")
         if not self.t_power > 0: raise ValueError(f"t_power must be > 0, got {self.t_power!r}")
-        if self.lr <= 0 or self.warmup < 0 or not 0 <= self.min_lr_frac <= 1: raise ValueError("need lr > 0, warmup >= 0 and 0 <= min_lr_frac <= 1")
+        if self.lr <= 0 or self.warmup < 0 or not 0 <= self.min_lr_frac <= 1:
+            raise ValueError(f"need lr > 0, warmup >= 0 and 0 <= min_lr_frac <= 1, got {self.lr}, {self.warmup}, {self.min_lr_frac}")
 
     def to_dict(self) -> dict: return {**asdict(self), 'model': self.model.to_dict()}
 
@@ -162,7 +167,8 @@ class EMA:
     def __init__(self, model:torch.nn.Module, decay:float=0.999):
         if not 0 <= decay < 1: raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() if v.is_floating_point() else v.detach().clone() for k, v in model.state_dict().items()}
+        copy = lambda v: v.detach().float().clone() if v.is_floating_point() else v.detach().clone()
+        self.shadow = {k: copy(v) for k, v in model.state_dict().items()}
         dev = next(iter(model.parameters()), torch.empty(0)).device
         self.weight = torch.zeros((), device=dev) # 1 - decay of the next update: a tensor, so a captured step reads it when replayed
 
@@ -244,7 +250,8 @@ def open_dataset(folder:str|Path, # Data set folder written by `make_dataset`, o
         check_dataset(ds, config)
         return ds
     folder = Path(folder)
-    if not folder.is_dir(): raise FileNotFoundError(f"data folder {str(folder)!r} does not exist; make one with the data module's make_dataset first")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder {str(folder)!r} does not exist; make one with the data module's make_dataset first")
     ds = SceneDataset(folder, monocular=True)
     check_dataset(ds, config)
     return ds
@@ -261,7 +268,8 @@ def check_dataset(ds:Dataset, # A data set of dicts with 'image', 'K', 'c2w'
                          f"use data of that size or a model config with image_size={W}")
     bg = getattr(ds, 'background', None)
     if config is not None and bg is not None and tuple(map(float, bg)) != tuple(config.background):
-        raise ValueError(f"the data set's background colour is {tuple(bg)} but the model renders onto {config.background}; set the model config's background to match")
+        raise ValueError(f"the data set's background colour is {tuple(bg)} but the model renders onto {config.background}; "
+                         "set the model config's background to match")
     return len(ds), H, W
 
 # %% ../nbs/09_train.ipynb #1987213a
@@ -316,8 +324,8 @@ def batches(self:ProceduralScenes,
         for i in range(len(ss)): yield x0[i * b:(i + 1) * b], K[i * b:(i + 1) * b], c2w[i * b:(i + 1) * b]
 
 # %% ../nbs/09_train.ipynb #f772b1bb
-RESUMABLE = ('data', 'steps', 'log_every', 'ckpt_every', 'keep_ckpts', 'grid_every', 'num_workers', 'device', 'resume', 'progress', 'backend',
-             'eager', 'compile')
+RESUMABLE = ('data', 'steps', 'log_every', 'ckpt_every', 'keep_ckpts', 'grid_every', 'num_workers', 'device', 'resume', 'progress',
+             'backend', 'eager', 'compile')
 
 def checkpoints(out:str|Path) -> list:
     "The checkpoint files of a run, oldest first."
@@ -371,7 +379,8 @@ class Trainer:
         self.opt = _optimizer(self.model, c, self.device)
         self.step, self.last_ckpt = 0, None
         self._prepare_run()
-        self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None) if self.world > 1 else self.model
+        ids = [self.device.index] if self.device.type == 'cuda' else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=ids) if self.world > 1 else self.model
         bf16 = c.precision == 'bf16' or (c.precision == 'auto' and self.device.type == 'cuda')
         # no cast cache: a captured step must cast the weights it reads at replay, not reuse the casts of the capture
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
@@ -379,12 +388,14 @@ class Trainer:
         self.stats = _Stats(self.device) # loss and failures summed on the device, read when logging
         self.graph = None # the captured step (made at the first step, when capturing)
 
+# %% ../nbs/09_train.ipynb #55971e0c
 def _optimizer(model:torch.nn.Module, c:TrainConfig, device:torch.device) -> torch.optim.Optimizer:
     "AdamW; on a GPU the fused kernel, capturable (its step counters on the GPU) and with the learning rate a tensor."
     if device.type != 'cuda': return torch.optim.AdamW(model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=torch.tensor(c.lr, device=device), betas=c.betas, weight_decay=c.weight_decay,
                              fused=True, capturable=True)
 
+# %% ../nbs/09_train.ipynb #4c5aa487
 class _Stats:
     "What the steps report, kept on the device: the summed loss, the count of steps and the first step with a non-finite loss or gradient."
     def __init__(self, device):
@@ -426,11 +437,13 @@ def _prepare_run(self:Trainer):
     elif c.init: self._init_from(c.init)
     if self.rank == 0: self._trim_log()
 
+# %% ../nbs/09_train.ipynb #db958018
 @patch
 def _load(self:Trainer, path:Path):
     "Restore model, EMA, optimizer and step from a checkpoint."
     ck = load_checkpoint(path, config=self.config.model, device=self.device)
-    if ck.ema is None or ck.optimizer is None: raise ValueError(f"{path} is a weights-only checkpoint; a run can only resume from a training checkpoint")
+    if ck.ema is None or ck.optimizer is None:
+        raise ValueError(f"{path} is a weights-only checkpoint; a run can only resume from a training checkpoint")
     self.model.load_state_dict(ck.model)
     self.ema.load_state_dict(ck.ema)
     self.opt.load_state_dict(ck.optimizer)
@@ -444,6 +457,7 @@ def _init_from(self:Trainer, path:str|Path):
     self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in (ck.ema or ck.model).items()})
     self.ema = EMA(self.model, self.config.ema_decay)
 
+# %% ../nbs/09_train.ipynb #e64892a5
 @patch
 def _trim_log(self:Trainer):
     "Keep only whole log lines up to the current step (a killed run may have logged past its last checkpoint)."
@@ -607,6 +621,7 @@ def _capture(self:Trainer, **inputs) -> _Captured:
         raise
     return _Captured(graph, inputs, loss, gn, tuple(v.shape for v in inputs.values()))
 
+# %% ../nbs/09_train.ipynb #d6fcde77
 @patch
 def _replay(self:Trainer, x0, K, c2w, t, noise) -> tuple:
     "Copy the step's inputs into the graph's buffers and replay it (recording it first); eager if recording fails."
