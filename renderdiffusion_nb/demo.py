@@ -227,7 +227,8 @@ def _index_html(sections, scores, times, total, where, t_r) -> str:
              f" 3D-aware inpainting, generation and a mesh. Made in {total:.0f} s on {e(where)}.{docs}</p>",
              "<p><b>t_r</b> is the noise level the input image is noised to before the model denoises it back (of 1000 steps;"
              " t_r = 0: no noise). A larger t_r trades fidelity to the input for robustness to inputs unlike the training data."
-             " Views are numbered from 0: <b>view 0 is the input view</b>, views 1 and 2 are novel.</p>"]
+             " Views are numbered from 0: <b>view 0 is the input view</b>, views 1 and 2 are novel."
+             " Depth tiles show the distance along each ray: near is dark, far is light, background white.</p>"]
     for fam, f, card in sections:
         rows = f['rec_rows']
         n_views = (len(rows[0]['tiles']) - 1) // 3
@@ -240,14 +241,18 @@ def _index_html(sections, scores, times, total, where, t_r) -> str:
             parts += [f"<h4>{e(_tr_caption(t))}</h4>",
                       _tiles_table(head, [(f"scene {r['scene']}", r['tiles']) for r in rows if r['t_r'] == t], sub)]
         parts += [f"<p>All rows as one picture: <a href='{e(f['rec'])}'>{e(f['rec'])}</a>.</p>",
-                  f"<h3>Orbit of scene 0 (t_r = {t_r[0]})</h3><img src='{e(f['orbit'])}' width='192' alt='orbit of the first reconstructed scene'>",
+                  f"<h3>Orbit of scene 0 (t_r = {t_r[0]})</h3><p>The triplane reconstructed from view 0 of scene 0, rendered from cameras"
+                  " turning a full circle about the vertical axis.</p><img src='{e(f['orbit'])}' width='192' alt='orbit of the first reconstructed scene'>",
                   "<h3>3D-aware inpainting</h3><p>The centre of view 0 is masked; the model fills it in, and its triplane renders view 1 too.</p>",
                   _tiles_table([('masked input', 1), ('inpainted', 1), ('truth', 1), ('view 1 (novel)', 1), ('its depth', 1)], [('scene 0', f['inpaint_tiles'])]),
                   "<h3>Generated scenes (DDIM, from pure noise)</h3>",
                   _tiles_table([(f'sample {k}', 1) for k in range(len(f['gen_tiles']))], [('', f['gen_tiles'])]),
+                  "<p>Each generated image is a rendering of a triplane; the same triplanes turned a full circle:</p>",
                   f"<p><img src='{e(f['gen_orbit'])}' width='{192 * len(f['gen_tiles'])}' alt='orbits of the generated scenes'></p>",
                   f"<h3>Mesh</h3><p><a href='{e(f['mesh'])}'>{e(f['mesh'])}</a>: {f['mesh_faces']:,} faces (marching cubes of the reconstructed density of scene 0, vertex colours from the decoder).</p>"]
-    parts.append("<h2>Scores</h2><p>PSNR in dB against the ground truth (higher is better).</p>"
+    parts.append("<h2>Scores</h2><p>PSNR in dB against the ground truth (higher is better), for the few scenes above. One scene's "
+                 "score can sit far from the model's average: how well a single view pins down the far side depends on the scene. "
+                 "Each model card's numbers are means over 64 held-out scenes.</p>"
                  "<table class='scores'><tr><th>family</th><th>scene</th><th>t_r</th><th>view 0 (input) PSNR</th><th>views 1-2 (novel) PSNR</th></tr>")
     parts += [f"<tr><td>{e(s['family'])}</td><td>{s['scene']}</td><td>{s['t_r']}</td><td>{s['input_psnr']:.2f}</td><td>{s['novel_psnr']:.2f}</td></tr>" for s in scores]
     parts.append(f"</table><h2>Time</h2><p>{total:.0f} s in all, on {e(where)}.</p><ul>" + ''.join(f"<li>{e(k)}: {v:.1f} s</li>" for k, v in times.items()) + "</ul></body></html>")
