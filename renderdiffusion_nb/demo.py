@@ -242,7 +242,7 @@ def _index_html(sections, scores, times, total, where, t_r) -> str:
                       _tiles_table(head, [(f"scene {r['scene']}", r['tiles']) for r in rows if r['t_r'] == t], sub)]
         parts += [f"<p>All rows as one picture: <a href='{e(f['rec'])}'>{e(f['rec'])}</a>.</p>",
                   f"<h3>Orbit of scene 0 (t_r = {t_r[0]})</h3><p>The triplane reconstructed from view 0 of scene 0, rendered from cameras"
-                  " turning a full circle about the vertical axis.</p><img src='{e(f['orbit'])}' width='192' alt='orbit of the first reconstructed scene'>",
+                  f" turning a full circle about the vertical axis.</p><img src='{e(f['orbit'])}' width='192' alt='orbit of the first reconstructed scene'>",
                   "<h3>3D-aware inpainting</h3><p>The centre of view 0 is masked; the model fills it in, and its triplane renders view 1 too.</p>",
                   _tiles_table([('masked input', 1), ('inpainted', 1), ('truth', 1), ('view 1 (novel)', 1), ('its depth', 1)], [('scene 0', f['inpaint_tiles'])]),
                   "<h3>Generated scenes (DDIM, from pure noise)</h3>",
