@@ -68,9 +68,12 @@ def _check_t(self:NoiseSchedule, t, B, name='t', lo=0, check_values=True):
 @patch
 def _gather(self:NoiseSchedule, a, t, x):
     "Schedule values `a` at timesteps `t`, shaped to broadcast over `x` (B, ...)."
-    key = (a.data_ptr(), x.device)
-    if key not in self._copies: self._copies[key] = a.to(x.device)
-    return self._copies[key][t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+    own = next((k for k, v in vars(self).items() if v is a), None) # the schedule's own arrays: their device copies are kept
+    if own is None: a = a.to(x.device) # a derived array, made per call: copied each time (its storage may be reused)
+    else:
+        if (own, x.device) not in self._copies: self._copies[own, x.device] = a.to(x.device)
+        a = self._copies[own, x.device]
+    return a[t.to(x.device)].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 # %% ../nbs/01_diffusion.ipynb #c138f7a3
 @patch
