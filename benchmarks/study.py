@@ -30,7 +30,7 @@ import torch
 from renderdiffusion_nb.cameras import Cameras
 from renderdiffusion_nb.model import RenderDiffusion, model_config, save_checkpoint
 from renderdiffusion_nb.scenes import render_scenes
-from renderdiffusion_nb.train import EMA, Trainer, train_config
+from renderdiffusion_nb.train import EMA, Trainer, chroma, train_config
 
 
 def parse_arm(arm):
@@ -70,10 +70,10 @@ def score(model, img, cams, obj):
     pred, true = (pred.view(B, V, 3, *x0.shape[-2:]) + 1) / 2, (img + 1) / 2
     mse = (pred.clamp(0, 1) - true).square().mean((2, 3, 4))
     psnr = -10 * torch.log10(mse)
-    chroma = lambda x: (x - x.mean(2, keepdim=True)).norm(dim=2)
     m = obj[:, :, 0] > 0.5
     return dict(input_psnr=psnr[:, 0].mean().item(), novel_psnr=psnr[:, 1:].mean().item(),
-                chroma_pred=chroma(pred)[m].mean().item(), chroma_true=chroma(true)[m].mean().item())
+                chroma_pred=chroma(pred.flatten(0, 1))[m.flatten(0, 1)].mean().item(),
+                chroma_true=chroma(true.flatten(0, 1))[m.flatten(0, 1)].mean().item())
 
 
 def run_arm(arm, a, dev, root, test):
