@@ -709,7 +709,8 @@ def _side_stream(*tensors):
     device = tensors[0].device
     side = torch.cuda.Stream(device, priority=-1) # -1: high priority
     side.wait_stream(torch.cuda.current_stream(device))
-    for x in tensors: x.record_stream(side) # freed memory is not reused before the side stream's work is done
+    for x in tensors: # freed memory is not reused before the side stream's work is done (None: a background given as a number)
+        if x is not None: x.record_stream(side)
     with torch.cuda.stream(side): yield
 
 def _start_value_checks(planes, rays_o, rays_d, near, far, bg):

@@ -421,3 +421,16 @@ def test_render_rays_triton_matches_reference(n_fine, jitter, precision):
     for k in ('rgb', 'opacity', 'weights'): assert (out[k] - ref[k]).abs().max() < tol, k
     assert ((out['depth'] - ref['depth']).abs() / (far - near).clamp_min(1e-6)).max() < tol
     for a, b in zip(grads['triton'], grads['torch']): assert ((a - b).abs().max() / b.abs().max()) < (1e-4 if precision == 'fp32' else 3 * BF16_TOL)
+
+
+@pytest.mark.parametrize('background', ['number', '(3,)', '(B, 3)'])
+def test_render_rays_triton_background_forms_with_value_checks(background):
+    "Every background form through render_rays' Triton path with its value checks on (on a GPU they run on a side stream)."
+    from renderdiffusion_nb.rendering import render_rays
+    planes, dec, rays_o, rays_d, t, near, far, bg = problem(B=2, N=40, C=6, R=8, hidden=16, seed=3, scale=0.3, device=DEV)
+    bg = {'number': 0.25, '(3,)': bg[0], '(B, 3)': bg}[background]
+    kw = dict(n_coarse=7, n_fine=5, background=bg, generator=torch.Generator(DEV).manual_seed(1), check_values=True)
+    ref = render_rays(planes, dec, rays_o, rays_d, near, far, backend='torch', **kw)
+    kw['generator'] = torch.Generator(DEV).manual_seed(1)
+    out = render_rays(planes, dec, rays_o, rays_d, near, far, backend='triton', **kw)
+    for k in ('rgb', 'depth', 'opacity'): assert (out[k] - ref[k]).abs().max() < 1e-4, k
