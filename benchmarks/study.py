@@ -9,8 +9,11 @@ scenes (`--scenes` scenes x 4 views, view 0 the input, t_r = 0, EMA weights, PSN
     python benchmarks/study.py --arms base lr=4e-4 t_power=2 model.n_features=48 --images 200000
 
 An arm is `base` (the preset as it is), `old_start` (the decoder's last layer drawn as it was before: std 0.01/sqrt(hidden),
-zero bias), or comma-separated `field=value` pairs (with `old_start` among them if wanted): training fields (`lr=4e-4`, `batch_size=64`, `t_power=2`,
-`weighting=min_snr`) and model fields prefixed with `model.` (`model.n_features=48`, `model.decoder_hidden=128`).
+zero bias), `two_view` (the upper bound, never shipped: each step's loss also renders a second view of the same scene from
+the planes lifted from the first, so the network is told what the unseen side looks like; eager steps), or
+comma-separated `field=value` pairs (with the flags among them if wanted): training fields (`lr=4e-4`, `batch_size=64`,
+`t_power=2`, `weighting=min_snr`, `init=renderdiffusion_nb/weights/chairs.safetensors` to continue a shipped model) and
+model fields prefixed with `model.` (`model.n_features=48`, `model.decoder_hidden=128`, `model.unet=base`).
 """
 from __future__ import annotations
 import argparse
@@ -30,21 +33,59 @@ import torch
 from renderdiffusion_nb.cameras import Cameras
 from renderdiffusion_nb.model import RenderDiffusion, model_config, save_checkpoint
 from renderdiffusion_nb.scenes import render_scenes
-from renderdiffusion_nb.train import EMA, Trainer, chroma, train_config
+from renderdiffusion_nb.train import EMA, Trainer, chroma, loss_weights, train_config, x0_loss
 
+
+FLAGS = ('base', 'old_start', 'two_view')
 
 def parse_arm(arm):
-    "(train overrides, model overrides, old_start) of an arm's name."
-    train, model, old = {}, {}, False
+    "(train overrides, model overrides, flags) of an arm's name; flags is the set of `FLAGS` named in it."
+    train, model, flags = {}, {}, set()
     for kv in arm.split(','):
-        if kv in ('base', 'old_start'):
-            old = old or kv == 'old_start'
+        if kv in FLAGS:
+            flags.add(kv)
             continue
+        if '=' not in kv: raise SystemExit(f"an arm is {FLAGS} or field=value pairs, got {kv!r} in {arm!r}")
         k, v = kv.split('=', 1)
         try: v = ast.literal_eval(v)
         except (ValueError, SyntaxError): pass
         (model if k.startswith('model.') else train)[k.removeprefix('model.')] = v
-    return train, model, old
+    return train, model, flags
+
+
+class TwoViewTrainer(Trainer):
+    """The upper bound of the study (never shipped): a batch holds two views of each scene, x0 (b, 6, H, W), K (b, 2, 3, 3),
+    c2w (b, 2, 4, 4). The first view is noised and lifted as in training; the loss is the mean of its x0 loss and the same
+    weighted loss of the second view, rendered from the same planes. Steps run eagerly."""
+    def _step_body(self, x0, K, c2w, t, noise):
+        c = self.config
+        H, W = x0.shape[-2:]
+        cams = [Cameras(K[:, v], c2w[:, v], H, W, check_values=False) for v in (0, 1)]
+        kw = dict(jitter=c.jitter, backend=c.backend, precision='bf16' if self.autocast['enabled'] else 'fp32')
+        with torch.autocast(**self.autocast):
+            loss0, out = x0_loss(self.ddp, x0[:, :3], cams[0], t, noise, c.weighting, check_values=False, **kw)
+            rgb1 = self.model.render(out['planes'], cams[1], check_values=False, **kw)['rgb']
+            per_sample = (rgb1.float() - x0[:, 3:].float()).square().mean((1, 2, 3))
+            loss = (loss0 + (loss_weights(self.model.schedule, t, c.weighting) * per_sample).mean()) / 2
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.opt.step()
+        self.ema.apply(self.model)
+        self.stats.add(loss, gn)
+        return loss, gn
+
+
+def two_view_batches(family, batch_size, steps, res, device, chunk=8192):
+    "Batches of views 0 and 1 of fresh training scenes (step s: scenes [sB, (s+1)B)), images on 8-bit levels."
+    per = max(1, chunk // (2 * batch_size))
+    for s0 in range(0, steps, per):
+        n = min(steps, s0 + per) - s0
+        r = render_scenes(family, torch.arange(s0 * batch_size, (s0 + n) * batch_size), views=2, res=res, device=device)
+        img = ((r['image'] + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+        x0, K, c2w = img.flatten(1, 2), r['K'].float(), r['c2w'].float()
+        for i in range(n):
+            sl = slice(i * batch_size, (i + 1) * batch_size)
+            yield x0[sl], K[sl], c2w[sl]
 
 
 def arm_name(arm):
@@ -77,15 +118,15 @@ def score(model, img, cams, obj):
 
 
 def run_arm(arm, a, dev, root, test):
-    train_kw, model_kw, old_start = parse_arm(arm)
+    train_kw, model_kw, flags = parse_arm(arm)
     mc = model_config(a.preset, **model_kw)
     B = train_kw.pop('batch_size', a.batch_size)
     steps = math.ceil(a.images / B)
     cfg = train_config(a.preset, model=mc, data=f'procedural:{a.family}', out=str(root / arm_name(arm)),
                        steps=steps, batch_size=B, warmup=min(500, steps // 10), log_every=50, ckpt_every=10**9, grid_every=0,
-                       progress=False, device=str(dev), **train_kw)
-    tr = Trainer(cfg)
-    if old_start:
+                       progress=False, device=str(dev), **{'eager': 'two_view' in flags, **train_kw})
+    tr = (TwoViewTrainer if 'two_view' in flags else Trainer)(cfg)
+    if 'old_start' in flags:
         with torch.no_grad():
             h = tr.model.decoder.fc2.in_features
             tr.model.decoder.fc2.weight.normal_(0, 0.01 / math.sqrt(h)); tr.model.decoder.fc2.bias.zero_()
@@ -93,7 +134,8 @@ def run_arm(arm, a, dev, root, test):
     every = max(1, round(a.eval_every / B))
     curve, t0, gpu_s = [], time.perf_counter(), 0.0
     ema_model = RenderDiffusion(mc).to(dev).eval()
-    for batch in tr._batches():
+    batches = two_view_batches(a.family, B, steps, mc.image_size, dev) if 'two_view' in flags else tr._batches()
+    for batch in batches:
         tr.train_step(*batch)
         if tr.step % every == 0 or tr.step == steps:
             st = tr._read_stats()
