@@ -10,6 +10,7 @@ backward to the planes and the decoder. Three backends run in one process on the
     python benchmarks/bench_render.py                   # GPU: the training and 128 x 128 configurations
     python benchmarks/bench_render.py --configs small   # the CPU default (Triton runs in its interpreter there)
     python benchmarks/bench_render.py --json out.json --fit fit.json --sweep
+    python benchmarks/bench_render.py --configs train --bwd-variants   # the backward kernel's variants, bf16
 """
 from __future__ import annotations
 import argparse
@@ -173,6 +174,50 @@ def breakdown(name, cfg, device):
     return rows
 
 
+class _Capped:
+    "A Triton kernel launched with a cap on registers per thread (Triton's `maxnreg` launch option)."
+    def __init__(self, kernel, maxnreg): self.kernel, self.maxnreg = kernel, maxnreg
+    def __getitem__(self, grid): return functools.partial(self.kernel[grid], maxnreg=self.maxnreg)
+
+BWD_VARIANTS = { # name: (channel halves in the scatter, register cap, warps per 16-ray program, planes' gradient, decoder's gradient)
+    'default': (None, None, None, True, True), # the library's launch: 2 warps, halves (bf16 training launch), 255 registers
+    'no halves': (False, None, None, True, True), # the scatter's previous layout: a thread adds 4 channels of two rays
+    'cap 168': (None, 168, None, True, True), # 6 programs of 2 warps per multiprocessor instead of 4, some values spilled
+    'cap 128': (None, 128, None, True, True), # 8 programs, more spilled
+    '4 warps': (None, None, 4, True, True), # one chunk (4 channels of one ray per thread), 224 registers: 2 programs per SM
+    '4 warps, cap 168': (None, 168, 4, True, True), # 3 programs of 4 warps
+    '4 warps, cap 128': (None, 128, 4, True, True), # 4 programs of 4 warps
+    'planes only': (None, None, None, True, False), # the decoder frozen: no weight gradients
+    'decoder only': (None, None, None, False, True), # planes without gradient: no scatter, no atomics in the loop
+}
+
+def bwd_variants(name, cfg, device):
+    """The bf16 fine pass (forward, forward+backward) with variants of the backward kernel: the scatter's layout, a register
+    cap, the warps of a program, one gradient at a time. The variants are set here by replacing `rt._halves`,
+    `rt._render_bwd_kernel` and `rt._launch_config` for the call; the library has no switch for them."""
+    planes, dec, rays_o, rays_d, near, far, _, t = make_inputs(**cfg, device=device)
+    bg = torch.ones(cfg['B'], 3, device=device)
+    halves, kernel, launch, rows = rt._halves, rt._render_bwd_kernel, rt._launch_config, {}
+    for variant, (use_halves, maxnreg, warps, grad_planes, grad_dec) in BWD_VARIANTS.items():
+        p = planes.detach().requires_grad_(grad_planes)
+        for q in dec.parameters(): q.requires_grad_(grad_dec)
+        def fine(bwd):
+            out = render_samples_triton(p, dec, rays_o, rays_d, t, near, far, bg, precision='bf16')
+            if bwd: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
+        try:
+            if use_halves is not None: rt._halves = lambda *args: use_halves
+            if maxnreg is not None: rt._render_bwd_kernel = _Capped(kernel, maxnreg)
+            if warps is not None: rt._launch_config = lambda *args: launch(*args)[:3] + (warps,) + launch(*args)[4:]
+            fwd, fwdbwd = time_ms(lambda: fine(False), device, 0.5), time_ms(lambda: fine(True), device, 0.5)
+            rows[variant] = dict(fine_fwd_ms=fwd, fine_fwdbwd_ms=fwdbwd, bwd_ms=fwdbwd - fwd)
+        finally:
+            rt._halves, rt._render_bwd_kernel, rt._launch_config = halves, kernel, launch
+        p.grad = None; dec.zero_grad(set_to_none=True)
+        print(name, 'backward', variant, rows[variant], flush=True)
+    for q in dec.parameters(): q.requires_grad_(True)
+    return rows
+
+
 LAUNCHES = [ # (forward rays/program, warps, backward rays/program, warps, product precision); 'bf16' reads a bf16 plane copy
     (64, 4, 16, 4, 'tf32x3'), (64, 4, 16, 4, 'ieee'), (64, 4, 16, 4, 'tf32'), (64, 4, 16, 2, 'tf32x3'), (32, 2, 16, 2, 'tf32x3'),
     (32, 2, 16, 2, 'bf16'), (32, 2, 16, 4, 'bf16'), (32, 2, 32, 4, 'bf16'), (64, 4, 16, 2, 'bf16'), (16, 1, 16, 1, 'bf16')]
@@ -301,6 +346,7 @@ def main():
     ap.add_argument('--json', default=None, help='write all numbers to this JSON file')
     ap.add_argument('--sweep', action='store_true', help='also time launch configurations of the Triton kernels')
     ap.add_argument('--breakdown', action='store_true', help='also time the parts of a render step (coarse pass, fine depths, fine pass) per backend')
+    ap.add_argument('--bwd-variants', action='store_true', help='also time the bf16 fine pass with variants of the backward kernel (scatter layout, register cap, warps, one gradient at a time)')
     ap.add_argument('--fit', default=None, help='also run the loss-curve comparisons (fine pass alone, whole render steps) and write them to this JSON file')
     args = ap.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -327,6 +373,7 @@ def main():
         r['floor'] = floor_ms(CONFIGS[name], ceil) if device.type == 'cuda' else dict(fwd=dict(ms=float('nan')), fwdbwd=dict(ms=float('nan')))
         r['config'] = CONFIGS[name]
         if args.breakdown: r['breakdown'] = breakdown(name, CONFIGS[name], device)
+        if args.bwd_variants: r['bwd_variants'] = bwd_variants(name, CONFIGS[name], device)
         results['configs'][name] = r
         print(name, json.dumps(r), flush=True)
         if args.json:
@@ -350,6 +397,11 @@ def main():
             for backend, x in r['breakdown'].items():
                 if x.get('oom'): print(f'| {name} | {backend} | OOM | | | | |'); continue
                 print(f"| {name} | {backend} | {x['coarse_ms']:.2f} | {x['fine_depths_ms']:.2f} | {x['fine_depths_mib']:.0f} | {x['fine_fwd_ms']:.2f} | {x['fine_fwdbwd_ms']:.2f} |")
+    if args.bwd_variants:
+        print('\n| config | backward variant (bf16 fine pass) | fwd ms | fwd+bwd ms | difference ms |\n| --- | --- | --- | --- | --- |')
+        for name, r in results['configs'].items():
+            for variant, x in r['bwd_variants'].items():
+                print(f"| {name} | {variant} | {x['fine_fwd_ms']:.2f} | {x['fine_fwdbwd_ms']:.2f} | {x['bwd_ms']:.2f} |")
     if device.type == 'cuda': print('\ncompiled kernels:', json.dumps(compiled_info()))
 
 

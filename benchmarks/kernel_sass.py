@@ -6,7 +6,8 @@ Compiles the forward (the fine pass with colour; the coarse pass: weights only, 
 importance kernels at the training launch (bf16: 32 rays / 2 warps forward, 16 / 2 backward, 32 / 1 importance; C = 32,
 hidden 64) with the installed Triton, disassembles them
 with the `nvdisasm` that ships with Triton, and prints registers, stack and the instruction count of each loop body
-(per warp and iteration: one sample step for the render kernels). A proxy for an instruction-bound kernel's cost;
+(per warp and iteration: one sample step for the render kernels), and the forms of the atomic instructions in the whole
+kernel (`REDG.E.ADD.F32x4`: a vector of 4 fp32 values per thread). A proxy for an instruction-bound kernel's cost;
 counts depend on the Triton version.
 """
 import collections
@@ -48,7 +49,9 @@ def report(name, kernel):
         m = re.search(r'BRA `\((\.L\w+)\)', l)
         if m and labels.get(m.group(1), i) < i: loops.append(sum(instr[labels[m.group(1)]:i + 1]))
     regs, stack = re.search(r'REG:(\d+)', res).group(1), re.search(r'STACK:(\d+)', res).group(1)
-    print(f'{name:28s} registers {regs:>3s}  stack {stack:>4s}  instructions {sum(instr):5d}  loop bodies {sorted(loops, reverse=True)[:3]}')
+    atomics = collections.Counter(m.group(1) for m in re.finditer(r'\b((?:RED|ATOM)G?\.[\w.]+)', sass)) # their forms: scalar F32 or vector F32x2 / F32x4
+    print(f'{name:28s} registers {regs:>3s}  stack {stack:>4s}  instructions {sum(instr):5d}  loop bodies {sorted(loops, reverse=True)[:3]}'
+          + (f'  atomics {dict(atomics)}' if atomics else ''))
 
 
 def main():
@@ -62,7 +65,8 @@ def main():
     bwd = ptr(['planes', 'W1', 'b1', 'W2', 'b2', 'rays_o', 'rays_d', 't_ptr', 'near_ptr', 'far_ptr', 'g_rgb_ptr', 'g_depth_ptr',
                'g_opac_ptr', 'rgb_ptr', 'depth_ptr', 'opac_ptr', 'bg_ptr', 'e_gw_ptr', 'g_w_ptr', 'g_planes', 'g_W1', 'g_b1',
                'g_W2', 'g_b2'], planes='*bf16') | ints | {'shift': 'fp32'}
-    report('backward', compile_kernel(rt._render_bwd_kernel, bwd, common | dict(BLOCK_R=16, HAS_GW=False, NEED_PLANES=True, NEED_DEC=True), 2))
+    bwd_consts = common | dict(BLOCK_R=16, HAS_GW=False, NEED_PLANES=True, NEED_DEC=True, HALVES=rt._halves(16, 32, 2))
+    report('backward', compile_kernel(rt._render_bwd_kernel, bwd, bwd_consts, 2))
     imp = ptr(['tc_ptr', 'w_ptr', 'near_ptr', 'far_ptr', 'r_ptr', 'out_ptr']) | {'n_rays': 'i32', 'S': 'i32', 'F': 'i32'}
     report('importance (jitter)', compile_kernel(rt._importance_kernel, imp, dict(BLOCK_R=32, S_CHUNK=64, F_PAD=64, JITTER=True), 1))
     print(f'triton {triton.__version__}, target sm_90', file=sys.stderr)
