@@ -106,35 +106,14 @@ def _plane_read(plane, u, v, offs_c, mc, R, C, EVEN_C: tl.constexpr):
 
 # %% ../nbs/06_render_triton.ipynb #d9f5bfc7
 @triton.jit
-def _channel_chunks(g, rows, mc, offs_c, C, BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, HALVES: tl.constexpr):
-    """g (BLOCK_R, C_PAD) as a tuple of chunks of consecutive channels for `_plane_scatter`, the first chunk's channel offsets
-    and the chunks' masks (rows: (BLOCK_R,) the rows to add): one chunk, or (HALVES) two (BLOCK_R, C_PAD // 2)."""
-    if HALVES:
-        # split the channel axis in two: (BLOCK_R, C_PAD) -> (BLOCK_R, C_PAD // 2, 2) -> two (BLOCK_R, C_PAD // 2)
-        g_lo, g_hi = tl.split(tl.permute(tl.reshape(g, (BLOCK_R, 2, C_PAD // 2)), (0, 2, 1)))
-        # the first half's channel offsets; the masks: only padded channels (C < C_PAD) are masked
-        offs = tl.arange(0, C_PAD // 2)
-        m_lo = rows[:, None] & (offs < C)[None, :]
-        m_hi = rows[:, None] & (offs + C_PAD // 2 < C)[None, :]
-        return (g_lo, g_hi), offs, (m_lo, m_hi)
-    else:
-        return (g,), offs_c, (rows[:, None] & mc[None, :],)
-
-@triton.jit
-def _corner_add(plane, off, w, g, offs, m):
-    "Add w g to one corner of every ray (off: (BLOCK_R,) the corner's offset in the plane; g, m: the channel chunks, offs: the first's)."
-    ptr = plane + off[:, None] + offs[None, :] # one address per ray and corner; chunk k starts k * offs.shape[0] channels later
-    for k in tl.static_range(len(g)):
-        tl.atomic_add(ptr + k * offs.shape[0], g[k] * w[:, None], mask=m[k], sem='relaxed')
-
-@triton.jit
-def _plane_scatter(plane, u, v, g, offs, m, R, C):
-    "Add the feature gradient g (chunks from `_channel_chunks`) to the four corners of one channels-last fp32 plane gradient."
+def _plane_scatter(plane, u, v, g, offs_c, m2, R, C):
+    "Add the feature gradient g (BLOCK_R, C_PAD) to the four corners of one channels-last fp32 plane gradient (fp32 atomics)."
     x0, x1, y0, y1, wx, wy = _corners(u, v, R)
-    _corner_add(plane, (y0 * R + x0) * C, (1 - wx) * (1 - wy), g, offs, m)
-    _corner_add(plane, (y0 * R + x1) * C, wx * (1 - wy), g, offs, m)
-    _corner_add(plane, (y1 * R + x0) * C, (1 - wx) * wy, g, offs, m)
-    _corner_add(plane, (y1 * R + x1) * C, wx * wy, g, offs, m)
+    c = offs_c[None, :]
+    tl.atomic_add(plane + ((y0 * R + x0) * C)[:, None] + c, g * ((1 - wx) * (1 - wy))[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y0 * R + x1) * C)[:, None] + c, g * (wx * (1 - wy))[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y1 * R + x0) * C)[:, None] + c, g * ((1 - wx) * wy)[:, None], mask=m2, sem='relaxed')
+    tl.atomic_add(plane + ((y1 * R + x1) * C)[:, None] + c, g * (wx * wy)[:, None], mask=m2, sem='relaxed')
 
 # %% ../nbs/06_render_triton.ipynb #da1d5421
 @triton.jit
@@ -351,13 +330,14 @@ def _render_bwd_kernel(
     # constexpr: block sizes, then what to compute and how
     BLOCK_R: tl.constexpr, C_PAD: tl.constexpr, H_PAD: tl.constexpr,
     HAS_GW: tl.constexpr, NEED_PLANES: tl.constexpr, NEED_DEC: tl.constexpr, PREC: tl.constexpr, EVEN_C: tl.constexpr,
-    FAST: tl.constexpr, HALVES: tl.constexpr,
+    FAST: tl.constexpr,
 ):
     img, mr, r64, plane, offs, dec, ray, near, far = _load_block(
         planes, W1, b1, W2, b2, rays_o, rays_d, near_ptr, far_ptr, N, R, C, H, BLOCK_R, C_PAD, H_PAD, PREC)
     offs_c, mc, offs_h, mh, offs_o = offs
     chan = (offs_c, mc, offs_o)
     g_plane = g_planes + img.to(tl.int64) * (3 * R * R * C)
+    m2 = mr[:, None] & mc[None, :]
     # the decoder's weights as they are, for the products of the backward
     W1m = tl.load(W1 + offs_h[:, None] * C + offs_c[None, :], mask=mh[:, None] & mc[None, :], other=0.) # (H_PAD, C_PAD)
     W2m = tl.load(W2 + offs_o[:, None] * H + offs_h[None, :], mask=(offs_o[:, None] < 4) & mh[None, :], other=0.) # (16, H_PAD)
@@ -400,19 +380,18 @@ def _render_bwd_kernel(
             gb2 += tl.sum(g_out, axis=0)
             gW1t += _mm(tl.trans(f), g_hpre, PREC)
             gb1 += tl.sum(g_hpre, axis=0)
-        # the feature's gradient, to the twelve texel corners, in chunks of channels
+        # the feature's gradient, to the twelve texel corners
         if NEED_PLANES:
-            g_f = _mm(g_hpre, W1m, PREC) * (1.0 / 3.0) # rows past N and points outside the box are masked, not zeroed
-            g_f, offs_f, m_f = _channel_chunks(g_f, mr & inside, mc, offs_c, C, BLOCK_R, C_PAD, HALVES)
-            # Pin the chunks to the scatter's register layout once: a store that never runs (S >= 1, which the compiler
-            # cannot know) makes Triton convert them itself, and the twelve corner products reuse them; without it each
-            # product is converted on its own, twelve trips through shared memory per sample.
+            mg = m2 & inside[:, None]
+            g_f = tl.where(mg, _mm(g_hpre, W1m, PREC) * (1.0 / 3.0), 0.)
+            # Pin g_f to the scatter's register layout once: a store that never runs (S >= 1, which the compiler cannot
+            # know) makes Triton convert g_f itself, and the twelve corner products reuse it; without it each product
+            # is converted on its own, twelve trips through shared memory per sample.
             if FAST: # compiled code only: the interpreter has no layouts
-                for k in tl.static_range(len(g_f)):
-                    tl.store(g_plane + offs_f[None, :] + tl.zeros([BLOCK_R], tl.int32)[:, None], g_f[k], mask=m_f[k] & (S < 0))
-            _plane_scatter(g_plane, px, py, g_f, offs_f, m_f, R, C)
-            _plane_scatter(g_plane + R * R * C, px, pz, g_f, offs_f, m_f, R, C)
-            _plane_scatter(g_plane + 2 * R * R * C, py, pz, g_f, offs_f, m_f, R, C)
+                tl.store(g_plane + offs_c[None, :] + tl.zeros([BLOCK_R], tl.int32)[:, None], g_f, mask=m2 & (S < 0))
+            _plane_scatter(g_plane, px, py, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_plane + R * R * C, px, pz, g_f, offs_c, mg, R, C)
+            _plane_scatter(g_plane + 2 * R * R * C, py, pz, g_f, offs_c, mg, R, C)
         b_prev = b_cur
         t_cur = t_next
     # the decoder's gradients: one atomic per weight per program
@@ -491,13 +470,6 @@ def _fwd_launch(planes_cl, dec, rays, N, S, shift, store_w, color, cfg, strat=0,
     return rgb, depth, opacity, weights
 
 # %% ../nbs/06_render_triton.ipynb #86380d23
-def _halves(block_r:int, C:int, num_warps:int) -> bool:
-    """Scatter the feature gradient in two halves of the channels when the whole (block_r, C_PAD) tile would give a thread
-    8 or more values: fp32 atomics take 4 contiguous values, so a thread would hold 4 channels of two rays (two corner
-    addresses to compute and hold); a half holds 4 + 4 channels of one ray (bf16 training launch: 16 rays x 32 channels,
-    64 threads). With 4 or fewer values a thread already holds 4 channels of one ray, and halves would make them 2 + 2."""
-    return block_r * _pad(C) >= 8 * 32 * num_warps
-
 def _bwd_launch(planes_cl, dec, saved, grads, g_weights, shift, cfg, need_planes, need_dec):
     """Run the backward kernel: dec = (W1, b1, W2, b2), saved = (rays_o, rays_d, t, near, far, bg, rgb, depth, opacity, weights),
     grads = the fp32 gradients of (rgb, depth, opacity). Returns the fp32 gradients of the channels-last planes (or None)
@@ -517,8 +489,7 @@ def _bwd_launch(planes_cl, dec, saved, grads, g_weights, shift, cfg, need_planes
         *grads, rgb, depth, opacity, bg, e_gw if has_gw else grads[1], g_weights if has_gw else grads[0],
         g_planes, *g_dec, N, S, R, C, H, shift,
         BLOCK_R=block_r, C_PAD=_pad(C), H_PAD=_pad(H), HAS_GW=has_gw, NEED_PLANES=need_planes, NEED_DEC=need_dec,
-        PREC=prec, EVEN_C=C == _pad(C), FAST=planes_cl.is_cuda, HALVES=_halves(block_r, C, num_warps),
-        num_warps=num_warps, num_stages=1)
+        PREC=prec, EVEN_C=C == _pad(C), FAST=planes_cl.is_cuda, num_warps=num_warps, num_stages=1)
     return (g_planes if need_planes else None), g_dec
 
 # %% ../nbs/06_render_triton.ipynb #67b051e4

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from renderdiffusion_nb import render_triton as rt
 from renderdiffusion_nb.render_triton import render_samples_triton
 from renderdiffusion_nb.triplane import TriplaneDecoder
 
@@ -103,16 +102,6 @@ def test_interpreter_bf16_within_bound(kw):
 @pytest.mark.parametrize('grad_planes,grad_dec,return_weights', [(True, False, False), (False, True, False), (True, True, False)])
 def test_interpreter_partial_gradients(grad_planes, grad_dec, return_weights):
     assert_close(compare(*problem(seed=3), return_weights=return_weights, grad_planes=grad_planes, grad_dec=grad_dec))
-
-# The backward scatters the feature gradient in one chunk of channels or in two halves, as `_halves` picks for the launch
-# (the interpreter's launches take halves; the GPU's fp32 launch one chunk, its bf16 launch halves for C > 16): both
-# forms, with C_PAD = 16 and 32 and padded channels in the second half (C = 12: channels 8..11 of 8..15 in it).
-@cpu_only
-@pytest.mark.parametrize('halves', [False, True])
-@pytest.mark.parametrize('kw', [dict(C=12, hidden=16, R=5, S=4), dict(B=1, N=6, S=3, C=20, hidden=16, R=5)])
-def test_interpreter_scatter_in_one_chunk_or_halves(kw, halves, monkeypatch):
-    monkeypatch.setattr(rt, '_halves', lambda *args: halves)
-    assert_close(compare(*problem(**kw), return_weights=False, grad_dec=False))
 
 @cpu_only
 @pytest.mark.parametrize('bg', [1.0, 0.25, (0.1, 0.5, 0.9)])
