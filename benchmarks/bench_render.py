@@ -179,39 +179,37 @@ class _Capped:
     def __init__(self, kernel, maxnreg): self.kernel, self.maxnreg = kernel, maxnreg
     def __getitem__(self, grid): return functools.partial(self.kernel[grid], maxnreg=self.maxnreg)
 
-BWD_VARIANTS = { # name: (channel halves in the scatter, register cap, warps per 16-ray program, planes' gradient, decoder's gradient)
-    'default': (None, None, None, True, True), # the library's launch: 2 warps, halves (bf16 training launch), 255 registers
-    'no halves': (False, None, None, True, True), # the scatter's previous layout: a thread adds 4 channels of two rays
-    'cap 168': (None, 168, None, True, True), # 6 programs of 2 warps per multiprocessor instead of 4, some values spilled
-    'cap 128': (None, 128, None, True, True), # 8 programs, more spilled
-    '4 warps': (None, None, 4, True, True), # one chunk (4 channels of one ray per thread), 224 registers: 2 programs per SM
-    '4 warps, cap 168': (None, 168, 4, True, True), # 3 programs of 4 warps
-    '4 warps, cap 128': (None, 128, 4, True, True), # 4 programs of 4 warps
-    'planes only': (None, None, None, True, False), # the decoder frozen: no weight gradients
-    'decoder only': (None, None, None, False, True), # planes without gradient: no scatter, no atomics in the loop
+BWD_VARIANTS = { # name: (register cap, warps per 16-ray program, planes' gradient, decoder's gradient)
+    'default': (None, None, True, True), # the library's launch: 2 warps, 255 registers
+    'cap 168': (168, None, True, True), # 6 programs of 2 warps per multiprocessor instead of 4, some values spilled
+    'cap 128': (128, None, True, True), # 8 programs, more spilled
+    '4 warps': (None, 4, True, True), # 224 registers: 2 programs per SM
+    '4 warps, cap 168': (168, 4, True, True), # 3 programs of 4 warps
+    '4 warps, cap 128': (128, 4, True, True), # 4 programs of 4 warps
+    'planes only': (None, None, True, False), # the decoder frozen: no weight gradients
+    'decoder only': (None, None, False, True), # planes without gradient: no scatter, no atomics in the loop
 }
 
 def bwd_variants(name, cfg, device):
-    """The bf16 fine pass (forward, forward+backward) with variants of the backward kernel: the scatter's layout, a register
-    cap, the warps of a program, one gradient at a time. The variants are set here by replacing `rt._halves`,
-    `rt._render_bwd_kernel` and `rt._launch_config` for the call; the library has no switch for them."""
+    """The bf16 fine pass (forward, forward+backward) with variants of the backward kernel: a register cap, the warps of a
+    program, one gradient at a time. The variants are set here by replacing `rt._render_bwd_kernel` and
+    `rt._launch_config` for the call; the library has no switch for them."""
     planes, dec, rays_o, rays_d, near, far, _, t = make_inputs(**cfg, device=device)
     bg = torch.ones(cfg['B'], 3, device=device)
-    halves, kernel, launch, rows = rt._halves, rt._render_bwd_kernel, rt._launch_config, {}
-    for variant, (use_halves, maxnreg, warps, grad_planes, grad_dec) in BWD_VARIANTS.items():
+    kernel, launch, rows = rt._render_bwd_kernel, rt._launch_config, {}
+    for variant, (maxnreg, warps, grad_planes, grad_dec) in BWD_VARIANTS.items():
         p = planes.detach().requires_grad_(grad_planes)
         for q in dec.parameters(): q.requires_grad_(grad_dec)
         def fine(bwd):
             out = render_samples_triton(p, dec, rays_o, rays_d, t, near, far, bg, precision='bf16')
             if bwd: (out['rgb'].square().sum() + out['depth'].sum() + out['opacity'].sum()).backward()
         try:
-            if use_halves is not None: rt._halves = lambda *args: use_halves
             if maxnreg is not None: rt._render_bwd_kernel = _Capped(kernel, maxnreg)
             if warps is not None: rt._launch_config = lambda *args: launch(*args)[:3] + (warps,) + launch(*args)[4:]
             fwd, fwdbwd = time_ms(lambda: fine(False), device, 0.5), time_ms(lambda: fine(True), device, 0.5)
             rows[variant] = dict(fine_fwd_ms=fwd, fine_fwdbwd_ms=fwdbwd, bwd_ms=fwdbwd - fwd)
         finally:
-            rt._halves, rt._render_bwd_kernel, rt._launch_config = halves, kernel, launch
+            rt._render_bwd_kernel, rt._launch_config = kernel, launch
         p.grad = None; dec.zero_grad(set_to_none=True)
         print(name, 'backward', variant, rows[variant], flush=True)
     for q in dec.parameters(): q.requires_grad_(True)

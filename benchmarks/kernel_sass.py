@@ -65,7 +65,7 @@ def main():
     bwd = ptr(['planes', 'W1', 'b1', 'W2', 'b2', 'rays_o', 'rays_d', 't_ptr', 'near_ptr', 'far_ptr', 'g_rgb_ptr', 'g_depth_ptr',
                'g_opac_ptr', 'rgb_ptr', 'depth_ptr', 'opac_ptr', 'bg_ptr', 'e_gw_ptr', 'g_w_ptr', 'g_planes', 'g_W1', 'g_b1',
                'g_W2', 'g_b2'], planes='*bf16') | ints | {'shift': 'fp32'}
-    bwd_consts = common | dict(BLOCK_R=16, HAS_GW=False, NEED_PLANES=True, NEED_DEC=True, HALVES=rt._halves(16, 32, 2))
+    bwd_consts = common | dict(BLOCK_R=16, HAS_GW=False, NEED_PLANES=True, NEED_DEC=True)
     report('backward', compile_kernel(rt._render_bwd_kernel, bwd, bwd_consts, 2))
     imp = ptr(['tc_ptr', 'w_ptr', 'near_ptr', 'far_ptr', 'r_ptr', 'out_ptr']) | {'n_rays': 'i32', 'S': 'i32', 'F': 'i32'}
     report('importance (jitter)', compile_kernel(rt._importance_kernel, imp, dict(BLOCK_R=32, S_CHUNK=64, F_PAD=64, JITTER=True), 1))
