@@ -9,7 +9,7 @@ LIB_STAMP := $(VENV)/.installed-lib
 DEV_STAMP := $(VENV)/.installed-dev
 ARTIFACTS ?= artifacts
 
-.PHONY: help venv lib torch browser export readme nbtest docs pytest test demo clean
+.PHONY: help venv lib torch browser export readme nbtest docs pytest format-check test demo clean
 help:
 	@echo "make demo  - set up .venv with the library and run the demo of the shipped models: outputs/index.html"
 	@echo "make test  - set up .venv with the dev tools, run every notebook, the export check, pytest tests/ and the docs browser check"
@@ -67,6 +67,11 @@ readme: venv
 
 pytest: venv
 	$(BIN)/python -m pytest tests -q -rs --durations=10
+
+# Read-only: lists the files `ruff format` (ruff.toml: 120 columns) would change. Not part of `make test` while most
+# notebooks are not formatted yet; running `ruff format` on them would rewrite nearly every code cell.
+format-check: venv
+	$(BIN)/ruff format --check .
 
 test: venv browser
 	@start=$$(date +%s); status=0; \

@@ -133,6 +133,7 @@ def _range(v, name):
         raise ValueError(f"{name} must be a number or a (lo, hi) pair with lo <= hi, got {v!r}")
     return float(lo), float(hi)
 
+# %% ../nbs/02_cameras.ipynb #683209f0
 def spherical_cameras(azimuth:torch.Tensor, # (B,) azimuth in degrees, from +x towards +y
                       elevation:torch.Tensor, # (B,) elevation in degrees above the xy plane
                       radius:torch.Tensor, # (B,) distance from the target
@@ -150,6 +151,7 @@ def spherical_cameras(azimuth:torch.Tensor, # (B,) azimuth in degrees, from +x t
     K = intrinsics_from_fov(fov, H, W).to(az.device).expand(len(az), 3, 3).contiguous()
     return Cameras(K, look_at(eye, target), H, W)
 
+# %% ../nbs/02_cameras.ipynb #05df95b3
 def sample_cameras(n:int, # Number of cameras
                    H:int, # Image height
                    W:int, # Image width
@@ -170,6 +172,7 @@ def sample_cameras(n:int, # Number of cameras
     cams = spherical_cameras(a0 + (a1 - a0) * u[:, 0], el, r0 + (r1 - r0) * u[:, 2], H, W, fov, target)
     return cams if device is None else cams.to(get_device(device))
 
+# %% ../nbs/02_cameras.ipynb #aa16d4df
 def orbit_cameras(n:int, # Number of cameras, evenly spaced in azimuth
                   H:int, # Image height
                   W:int, # Image width

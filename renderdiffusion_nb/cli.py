@@ -110,19 +110,59 @@ def rd_train(data:str, # Data set folder written by rd-data (one view per scene 
         given = dict(data=data, steps=steps, ckpt_every=ckpt_every, device=device, eager=eager or None, compile=compile or None)
         cfg = run_config(out, **{k: v for k, v in given.items() if v is not None})
     else:
-        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, t_power=t_power, warmup=warmup, init=init, ckpt_every=ckpt_every,
-                     seed=seed, device=device, eager=eager, compile=compile)
+        given = dict(steps=steps, batch_size=batch_size, lr=lr, t_max=t_max, t_power=t_power, warmup=warmup, init=init,
+                     ckpt_every=ckpt_every, seed=seed, device=device, eager=eager, compile=compile)
         cfg = train_config(config, data=data, out=out, **{k: v for k, v in given.items() if v is not None})
     print(f"final checkpoint: {train(cfg)}")
 
 # %% ../nbs/14_cli.ipynb #d7fea793
+def _eval_rows(model, # The model under test
+               test, # Held-out `SceneDataset` yielding every view
+               levels:list, # Noise levels t_r to reconstruct from
+               n_scenes:int|None, # Evaluate the first n scenes (None: all)
+               seed:int, # Seed of the noise
+               train_data:str|None=None, # Training data folder, for the mean-image floor
+               base=None, # Deterministic baseline model
+               generation:int=0, # Scenes to generate for the generation score (0: skip)
+              ) -> list: # dicts, one per row of the results table
+    "The rows of `rd-eval`'s table: the floor, the baseline, RenderDiffusion at each t_r, and generation."
+    import torch
+    from renderdiffusion_nb.data import SceneDataset
+    from renderdiffusion_nb.evaluate import evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image
+    fam, rows = test.family, []
+    if train_data:
+        floor = evaluate_floor(mean_image(SceneDataset(train_data)), test, n_scenes)
+        rows.append({'family': fam, 'method': 'mean training image', **floor})
+    if base is not None:
+        rows.append({'family': fam, 'method': 'deterministic baseline', 't_r': 0, **evaluate_reconstruction(base, test, 0, n_scenes)})
+    for t in levels:
+        g = torch.Generator().manual_seed(seed)
+        rec = evaluate_reconstruction(model, test, t, n_scenes, generator=g)
+        rows.append({'family': fam, 'method': 'RenderDiffusion', 't_r': t, **rec})
+    if generation:
+        real = torch.stack([test[i]['image'] for i in range(len(test)) if test[i]['view'] == 0])
+        gen = evaluate_generation(model, real, generation, family=fam, feature_model=base, generator=torch.Generator().manual_seed(seed))
+        rows.append({'family': fam, 'method': f"RenderDiffusion generation (FD on {gen.pop('features')})", **gen})
+    return rows
+
+# %% ../nbs/14_cli.ipynb #7a2b7829
+def _eval_header(checkpoint:str, data:str, test, dev) -> str:
+    "The line above `rd-eval`'s table: date, device, checkpoint and data."
+    import datetime
+    import platform
+    import torch
+    where = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or 'CPU'
+    return (f"Evaluated {datetime.date.today()} on {where}: "
+            f"`{checkpoint}` on `{data}` ({test.n_scenes} scenes x {test.n_views} views, view 0 is the input).")
+
+# %% ../nbs/14_cli.ipynb #fbfcedcb
 @call_parse
 @user_errors
 def rd_eval(checkpoint:str, # Model checkpoint to evaluate, or a shipped model's name (e.g. chairs)
             data:str, # Held-out data set folder with several views per scene (rd-data --views 4 --split test)
             out:str='eval', # Folder for results.md and results.json
             train_data:str=None, # Training data set, for the mean-image floor
-            baseline:str=None, # Checkpoint (or shipped model, e.g. chairs-det) of the deterministic baseline (trained at t = 0 only)
+            baseline:str=None, # Checkpoint or shipped model (e.g. chairs-det) of the deterministic baseline, trained at t = 0 only
             t_r:str='0,40', # Comma-separated noise levels to reconstruct from
             n_scenes:int=None, # Evaluate the first n scenes (default: all)
             generation:int=0, # Scenes to generate for the generation score (0: skip)
@@ -132,30 +172,14 @@ def rd_eval(checkpoint:str, # Model checkpoint to evaluate, or a shipped model's
            ):
     "Evaluate reconstruction (and generation) on held-out scenes and views; write a Markdown and JSON table."
     if not re.fullmatch(r'\d+(,\d+)*', t_r): raise ValueError(f"t_r must be comma-separated integers such as 0,40; got {t_r!r}")
-    import datetime
-    import platform
-    import torch
     from renderdiffusion_nb.core import get_device
     from renderdiffusion_nb.data import SceneDataset
     from renderdiffusion_nb.model import load_model
-    from renderdiffusion_nb.evaluate import evaluate_floor, evaluate_generation, evaluate_reconstruction, mean_image, write_results
+    from renderdiffusion_nb.evaluate import write_results
     ckpt, base_ckpt = resolve_checkpoint(checkpoint), baseline and resolve_checkpoint(baseline)
     levels, dev, test = [int(v) for v in t_r.split(',')], get_device(device), SceneDataset(data, monocular=False)
-    fam = test.family
     model = load_model(ckpt, device=dev).eval()
-    rows = []
-    if train_data: rows.append({'family': fam, 'method': 'mean training image', **evaluate_floor(mean_image(SceneDataset(train_data)), test, n_scenes)})
-    if baseline:
-        base = load_model(base_ckpt, device=dev).eval()
-        rows.append({'family': fam, 'method': 'deterministic baseline', 't_r': 0, **evaluate_reconstruction(base, test, 0, n_scenes)})
-    for t in levels:
-        g = torch.Generator().manual_seed(seed)
-        rows.append({'family': fam, 'method': 'RenderDiffusion', 't_r': t, **evaluate_reconstruction(model, test, t, n_scenes, generator=g)})
-    if generation:
-        real = torch.stack([test[i]['image'] for i in range(len(test)) if test[i]['view'] == 0])
-        gen = evaluate_generation(model, real, generation, family=fam, feature_model=base if baseline else None, generator=torch.Generator().manual_seed(seed))
-        rows.append({'family': fam, 'method': f"RenderDiffusion generation (FD on {gen.pop('features')})", **gen})
-    header = (f"Evaluated {datetime.date.today()} on {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or 'CPU'}: "
-              f"`{checkpoint}` on `{data}` ({test.n_scenes} scenes x {test.n_views} views, view 0 is the input).")
-    md, _ = write_results(rows, out, header, overwrite)
+    base = load_model(base_ckpt, device=dev).eval() if baseline else None
+    rows = _eval_rows(model, test, levels, n_scenes, seed, train_data, base, generation)
+    md, _ = write_results(rows, out, _eval_header(checkpoint, data, test, dev), overwrite)
     print(md.read_text())

@@ -108,7 +108,7 @@ def finite_check(x:torch.Tensor, # The value to check
 # %% ../nbs/00_core.ipynb #4d103868
 def start_checks(checks:list, # (tensor, message function) pairs: a bool tensor must be all True, a float one all finite (`finite_check`)
                 ): # a function that waits for the values and raises for the first check that failed
-    "Queue the read-back of all the checks (one device-to-host copy) without waiting for it: the caller queues more work, then calls the result."
+    "Queue the read-back of all the checks (one device-to-host copy) without waiting; the caller queues more work, then calls the result."
     if not checks: return lambda: None
     values = torch.cat([v.reshape(-1).to(torch.float64) for v, _ in checks])
     if values.is_cuda: # into page-locked memory, with an event: waiting for it waits for the checks, not for work queued after them
@@ -223,8 +223,9 @@ def as_model_image(x, # (..., 3, H, W) image(s), uint8 in 0..255 or float in [-1
                          "127.5 - 1")
     if lo < -1 - tol or hi > 1 + tol: raise ValueError(f"{name} must lie in [-1, 1] (give or take {tol}), but {seen}")
     if warn and lo >= 0:
-        warnings.warn(f"{name} has no value below 0 ({seen}): it looks like a [0, 1] image, but the model takes [-1, 1]; pass to_signed(x), "
-                      "that is x * 2 - 1 (if it really is a bright [-1, 1] image, silence this ImageRangeWarning)", ImageRangeWarning, stacklevel=2)
+        warnings.warn(f"{name} has no value below 0 ({seen}): it looks like a [0, 1] image, but the model takes [-1, 1]; "
+                      "pass to_signed(x), that is x * 2 - 1 (if it really is a bright [-1, 1] image, silence this ImageRangeWarning)",
+                      ImageRangeWarning, stacklevel=2)
     return x
 
 # %% ../nbs/00_core.ipynb #a9370549

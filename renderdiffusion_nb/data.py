@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from safetensors.torch import load as st_load, save as st_save
 from tqdm.auto import tqdm
 
@@ -35,6 +36,7 @@ def _diff(old, new):
     "Human-readable differences between two parameter dicts."
     return ', '.join(f"{k}: {old.get(k)!r} on disk, {new.get(k)!r} asked" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
+# %% ../nbs/03b_datasets.ipynb #38496b10
 def _shard_meta(data:bytes, path) -> dict:
     "The metadata dict stored in a safetensors file's header."
     try:
@@ -55,6 +57,7 @@ def load_shard(path:str|Path, # A shard file
     try: return st_load(data)
     except Exception as e: raise ValueError(f"dataset shard {path} is corrupt or truncated: {e}") from e
 
+# %% ../nbs/03b_datasets.ipynb #4cac8ed6
 def read_manifest(root:str|Path) -> dict:
     "The manifest of a dataset folder, checked."
     path = Path(root) / MANIFEST
@@ -74,12 +77,67 @@ def _render_shard(fam, split, seed, index, views, res, dev, bar, supersample):
     parts = []
     for i in range(0, len(index), chunk):
         r = render_scenes(fam.name, index[i:i + chunk], views, res, split, seed, dev, supersample=supersample)
-        parts.append(dict(image=_u8((r['image'] + 1) / 2), depth=r['depth'].half().cpu(), mask=_u8(r['mask']), object_mask=_u8(r['object_mask']),
-                          K=r['K'].float().cpu(), c2w=r['c2w'].float().cpu()))
+        parts.append(dict(image=_u8((r['image'] + 1) / 2), depth=r['depth'].half().cpu(), mask=_u8(r['mask']),
+                          object_mask=_u8(r['object_mask']), K=r['K'].float().cpu(), c2w=r['c2w'].float().cpu()))
         bar.update(len(r['image']) * views)
     out = {k: torch.cat([p[k] for p in parts]).contiguous() for k in parts[0]}
     return dict(out, index=index.cpu().clone())
 
+# %% ../nbs/03b_datasets.ipynb #ab19a70f
+def _check_counts(**counts):
+    "Raise unless every count is an int >= 1."
+    for name, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
+# %% ../nbs/03b_datasets.ipynb #0cb38cfb
+def _reuse_or_clear(out:Path, params:dict, overwrite:bool) -> bool:
+    "True when `out` holds this dataset whole; else clear an old dataset there (with `overwrite`) or refuse."
+    if (out / MANIFEST).exists():
+        old = read_manifest(out)
+        if old['params'] == params and not overwrite:
+            for s in old['shards']:
+                p = out / s['file']
+                if not p.is_file() or p.stat().st_size != s['bytes']:
+                    raise ValueError(f"dataset shard {p} is missing or truncated; rebuild with make_dataset(..., overwrite=True)")
+            return True
+        if not overwrite:
+            raise ValueError(f"{out} holds a dataset with other parameters ({_diff(old['params'], params)}); pass overwrite=True to "
+                             "replace it or choose another folder")
+        for s in old['shards']: (out / s['file']).unlink(missing_ok=True)
+        (out / MANIFEST).unlink()
+    elif out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if not _SHARD.fullmatch(p.name) and not p.name.startswith('.shard-'))
+        if foreign and not overwrite:
+            raise FileExistsError(f"{out} is not empty and holds no dataset ({', '.join(foreign[:3])}); pass overwrite=True or choose "
+                                  "another folder")
+    return False
+
+# %% ../nbs/03b_datasets.ipynb #e6404d94
+def _existing_shard(path:Path, k:int, meta:dict, overwrite:bool) -> bytes|None:
+    "The bytes of shard `k` already at `path`, checked; None when it is to be rendered."
+    if overwrite or not path.is_file(): return None
+    data = path.read_bytes()
+    try: found = json.loads(_shard_meta(data, path).get('shard', '{}'))
+    except ValueError: found = None
+    if found != meta:
+        raise ValueError(f"{path} exists but is not shard {k} of this dataset (or is corrupt); pass overwrite=True to "
+                         "replace it")
+    load_shard(path)
+    return data
+
+# %% ../nbs/03b_datasets.ipynb #e1cef442
+def _manifest(params:dict, # As `dataset_params`
+              shards:list, # Per shard: file, first, count, bytes, sha256
+             ) -> dict:
+    "A dataset's manifest: parameters, counts, the conventions of its files and every shard's checksum."
+    n, views = params['n'], params['views']
+    return dict(format='renderdiffusion_nb.data', generator_version=GENERATOR_VERSION, params=params,
+                counts=dict(scenes=n, views=views, images=n * views), background=list(BACKGROUND), floor_z=FLOOR_Z,
+                light_dir=list(LIGHT_DIR), cameras='OpenCV axes, c2w camera-to-world, K in pixels, pixel centres at +0.5',
+                depth='distance along the unit ray, 0 on background', shards=shards)
+
+# %% ../nbs/03b_datasets.ipynb #91f99725
 def make_dataset(family:str, # A name in `FAMILIES`: clevr1, clevr3, chairs, cars, planes
                  split:str, # 'train', 'val' or 'test'
                  n:int, # Number of scenes
@@ -96,53 +154,24 @@ def make_dataset(family:str, # A name in `FAMILIES`: clevr1, clevr3, chairs, car
     "Render a dataset split into `out` (shards + manifest), or reuse the one already there."
     fam, dev, out = get_family(family), get_device(device), Path(out)
     check_split(split)
-    for name, v, lo in (('n', n, 1), ('res', res, 1), ('views', views, 1), ('supersample', supersample, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    _check_counts(n=n, res=res, views=views, supersample=supersample)
     params = dataset_params(fam.name, split, n, res, views, seed, supersample)
-    if (out / MANIFEST).exists():
-        old = read_manifest(out)
-        if old['params'] == params and not overwrite:
-            for s in old['shards']:
-                p = out / s['file']
-                if not p.is_file() or p.stat().st_size != s['bytes']:
-                    raise ValueError(f"dataset shard {p} is missing or truncated; rebuild with make_dataset(..., overwrite=True)")
-            return out
-        if not overwrite:
-            raise ValueError(f"{out} holds a dataset with other parameters ({_diff(old['params'], params)}); pass overwrite=True to "
-                             "replace it or choose another folder")
-        for s in old['shards']: (out / s['file']).unlink(missing_ok=True)
-        (out / MANIFEST).unlink()
-    elif out.exists():
-        foreign = sorted(p.name for p in out.iterdir() if not _SHARD.fullmatch(p.name) and not p.name.startswith('.shard-'))
-        if foreign and not overwrite:
-            raise FileExistsError(f"{out} is not empty and holds no dataset ({', '.join(foreign[:3])}); pass overwrite=True or choose "
-                                  "another folder")
+    if _reuse_or_clear(out, params, overwrite): return out
     per = max(1, int(shard_mb * 2**20) // (views * res * res * 7 + 128))
     shards = []
     with tqdm(total=n * views, unit='img', desc=f'{fam.name}/{split}', disable=not progress) as bar:
         for k, first in enumerate(range(0, n, per)):
             path, count = out / f'shard-{k:05d}.safetensors', min(per, n - first)
             meta = dict(params=params, first=first, count=count)
-            data = path.read_bytes() if path.is_file() else None
-            if data is not None and not overwrite:
-                try: found = json.loads(_shard_meta(data, path).get('shard', '{}'))
-                except ValueError: found = None
-                if found != meta:
-                    raise ValueError(f"{path} exists but is not shard {k} of this dataset (or is corrupt); pass overwrite=True to "
-                                     "replace it")
-                load_shard(path)
-                bar.update(count * views)
+            data = _existing_shard(path, k, meta, overwrite)
+            if data is not None: bar.update(count * views)
             else:
-                tensors = _render_shard(fam, split, seed, torch.arange(first, first + count, device=dev), views, res, dev, bar, supersample)
+                index = torch.arange(first, first + count, device=dev)
+                tensors = _render_shard(fam, split, seed, index, views, res, dev, bar, supersample)
                 data = st_save(tensors, metadata=dict(shard=json.dumps(meta)))
                 with atomic_write(path, overwrite=True) as tmp: tmp.write_bytes(data)
             shards.append(dict(file=path.name, first=first, count=count, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    manifest = dict(format='renderdiffusion_nb.data', generator_version=GENERATOR_VERSION, params=params,
-                    counts=dict(scenes=n, views=views, images=n * views), background=list(BACKGROUND), floor_z=FLOOR_Z,
-                    light_dir=list(LIGHT_DIR), cameras='OpenCV axes, c2w camera-to-world, K in pixels, pixel centres at +0.5',
-                    depth='distance along the unit ray, 0 on background', shards=shards)
-    with atomic_write(out / MANIFEST, overwrite=True) as tmp: tmp.write_text(json.dumps(manifest, indent=1))
+    with atomic_write(out / MANIFEST, overwrite=True) as tmp: tmp.write_text(json.dumps(_manifest(params, shards), indent=1))
     return out
 
 # %% ../nbs/03b_datasets.ipynb #4b5dca51
@@ -168,37 +197,46 @@ class MultiViewDataset(torch.utils.data.Dataset):
         self.maps = {k: m for k, m in (('depth', depth), ('mask', mask), ('object_mask', object_mask)) if m is not None}
         self.n_scenes, self.n_views, self.H, self.W = dims['S'], dims['V'], dims['H'], dims['W']
 
-    def __len__(self): return self.n_scenes if self.monocular else self.n_scenes * self.n_views
-    def _image(self, x): return x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
-    def _map(self, k, x): return x.float() / 255 if x.dtype == torch.uint8 and k != 'depth' else x.float()
-    def __getitem__(self, i):
-        if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
-        i = i % len(self)
-        s, v = (i, 0) if self.monocular else divmod(i, self.n_views)
-        item = dict(image=self._image(self.image[s, v]), K=self.K[s, v], c2w=self.c2w[s, v], scene=s, view=v)
-        item.update({k: self._map(k, m[s, v]) for k, m in self.maps.items()})
-        return item
+# %% ../nbs/03b_datasets.ipynb #79c4f036
+@patch
+def __len__(self:MultiViewDataset): return self.n_scenes if self.monocular else self.n_scenes * self.n_views
+@patch
+def _image(self:MultiViewDataset, x): return x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
+@patch
+def _map(self:MultiViewDataset, k, x): return x.float() / 255 if x.dtype == torch.uint8 and k != 'depth' else x.float()
+@patch
+def __getitem__(self:MultiViewDataset, i):
+    if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
+    i = i % len(self)
+    s, v = (i, 0) if self.monocular else divmod(i, self.n_views)
+    item = dict(image=self._image(self.image[s, v]), K=self.K[s, v], c2w=self.c2w[s, v], scene=s, view=v)
+    item.update({k: self._map(k, m[s, v]) for k, m in self.maps.items()})
+    return item
 
-    @classmethod
-    def from_scenes(cls,
-                    scenes:list, # Scene dicts (image (V, 3, H, W), cameras, optional depth / mask / object_mask), as the readers return
-                    monocular:bool=True, # One item per scene (view 0) instead of one per view
-                   ):
-        "Stack scenes with the same number of views and image size into one dataset."
-        if not scenes: raise ValueError("from_scenes needs at least one scene")
-        shapes = sorted({tuple(s['image'].shape) for s in scenes})
-        if len(shapes) > 1:
-            raise ValueError(f"scenes must share one (views, 3, H, W) shape to be stacked, got {shapes}; select or resize views first")
-        opt = lambda k: torch.stack([s[k] for s in scenes]) if all(k in s for s in scenes) else None
-        return cls(torch.stack([s['image'] for s in scenes]), torch.stack([s['cameras'].K for s in scenes]),
-                   torch.stack([s['cameras'].c2w for s in scenes]), opt('depth'), opt('mask'), opt('object_mask'), monocular)
+# %% ../nbs/03b_datasets.ipynb #12469f77
+@patch
+def scene(self:MultiViewDataset, s:int) -> dict:
+    "All V views of scene `s`: image (V, 3, H, W) in [-1, 1], depth / mask (V, 1, H, W) when known, cameras."
+    out = dict(image=self._image(self.image[s]), cameras=Cameras(self.K[s], self.c2w[s], self.H, self.W))
+    out.update({k: self._map(k, m[s]) for k, m in self.maps.items()})
+    return out
 
-    def scene(self, s:int) -> dict:
-        "All V views of scene `s`: image (V, 3, H, W) in [-1, 1], depth / mask (V, 1, H, W) when known, cameras."
-        out = dict(image=self._image(self.image[s]), cameras=Cameras(self.K[s], self.c2w[s], self.H, self.W))
-        out.update({k: self._map(k, m[s]) for k, m in self.maps.items()})
-        return out
+# %% ../nbs/03b_datasets.ipynb #a5ffcc38
+@patch(cls_method=True)
+def from_scenes(cls:MultiViewDataset,
+                scenes:list, # Scene dicts (image (V, 3, H, W), cameras, optional depth / mask / object_mask), as the readers return
+                monocular:bool=True, # One item per scene (view 0) instead of one per view
+               ):
+    "Stack scenes with the same number of views and image size into one dataset."
+    if not scenes: raise ValueError("from_scenes needs at least one scene")
+    shapes = sorted({tuple(s['image'].shape) for s in scenes})
+    if len(shapes) > 1:
+        raise ValueError(f"scenes must share one (views, 3, H, W) shape to be stacked, got {shapes}; select or resize views first")
+    opt = lambda k: torch.stack([s[k] for s in scenes]) if all(k in s for s in scenes) else None
+    return cls(torch.stack([s['image'] for s in scenes]), torch.stack([s['cameras'].K for s in scenes]),
+               torch.stack([s['cameras'].c2w for s in scenes]), opt('depth'), opt('mask'), opt('object_mask'), monocular)
 
+# %% ../nbs/03b_datasets.ipynb #84e2240c
 class SceneDataset(MultiViewDataset):
     "The dataset in a folder written by `make_dataset`."
     def __init__(self,

@@ -157,7 +157,8 @@ def evaluate_generation(model:RenderDiffusion, # The generator
 # %% ../nbs/13_evaluate.ipynb #1eed41e1
 COLUMNS = [('family', 'family', '{}'), ('method', 'method', '{}'), ('t_r', 't_r', '{}'), ('input_psnr', 'input PSNR', '{:.2f}'),
            ('input_ssim', 'input SSIM', '{:.3f}'), ('novel_psnr', 'novel PSNR', '{:.2f}'), ('novel_ssim', 'novel SSIM', '{:.3f}'),
-           ('novel_depth_mae', 'novel depth MAE', '{:.3f}'), ('fd', 'gen. FD', '{:.2f}'), ('fd_real', 'FD real/real', '{:.2f}'), ('n_scenes', 'scenes', '{}')]
+           ('novel_depth_mae', 'novel depth MAE', '{:.3f}'), ('fd', 'gen. FD', '{:.2f}'), ('fd_real', 'FD real/real', '{:.2f}'),
+           ('n_scenes', 'scenes', '{}')]
 
 def results_table(rows:list, # Dicts with some of the keys of `COLUMNS`
                   columns:list|None=None, # Keys of `COLUMNS` to show, in its order (None: all)
@@ -179,5 +180,6 @@ def write_results(rows:list, # Evaluation rows
     "Write the table as results.md and the rows as results.json."
     out = Path(out)
     with atomic_write(out / 'results.json', overwrite) as tmp: tmp.write_text(json.dumps(rows, indent=1))
-    with atomic_write(out / 'results.md', overwrite) as tmp: tmp.write_text((header + '\n\n' if header else '') + results_table(rows) + '\n')
+    text = (header + '\n\n' if header else '') + results_table(rows) + '\n'
+    with atomic_write(out / 'results.md', overwrite) as tmp: tmp.write_text(text)
     return out / 'results.md', out / 'results.json'

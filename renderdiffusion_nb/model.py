@@ -93,7 +93,9 @@ class RenderDiffusion(nn.Module):
         self.decoder = TriplaneDecoder(c.n_features, c.decoder_hidden, c.density_shift)
         self.schedule = NoiseSchedule(c.T, c.schedule)
 
-    def extra_repr(self): return f'image_size={self.config.image_size}, triplane=(3, {self.config.n_features}, {self.config.triplane_res}, {self.config.triplane_res})'
+    def extra_repr(self):
+        c = self.config
+        return f'image_size={c.image_size}, triplane=(3, {c.n_features}, {c.triplane_res}, {c.triplane_res})'
 
 # %% ../nbs/08_model.ipynb #b59f0bb5
 @patch
@@ -218,7 +220,8 @@ def save_checkpoint(path:str|Path, # Destination file (.safetensors)
 def _check_weights(got:dict, want:dict, what:str='the checkpoint'):
     "Raise a `ValueError` listing missing and unexpected keys and shape mismatches between two state dicts."
     missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-    shapes = [f'{k}: {tuple(got[k].shape)} vs {tuple(want[k].shape)}' for k in sorted(set(got) & set(want)) if got[k].shape != want[k].shape]
+    shapes = [f'{k}: {tuple(got[k].shape)} vs {tuple(want[k].shape)}'
+              for k in sorted(set(got) & set(want)) if got[k].shape != want[k].shape]
     if missing or unexpected or shapes:
         show = lambda xs: ', '.join(xs[:5]) + (f' and {len(xs) - 5} more' if len(xs) > 5 else '')
         msg = [f"{what} does not match the model:"]

@@ -29,6 +29,7 @@ def _check_scene(scene):
 
 def _fmt(x): return ' '.join(f'{float(v):.9g}' for v in x)
 
+# %% ../nbs/03c_readers.ipynb #7b72b180
 def export_srn(scene:dict, # image (V, 3, H, W) in [-1, 1] and cameras (one K for all views)
                root:str|Path, # Folder that holds one sub-folder per scene
                name:str, # Scene folder name
@@ -46,18 +47,22 @@ def export_srn(scene:dict, # image (V, 3, H, W) in [-1, 1] and cameras (one K fo
     (d / 'rgb').mkdir(exist_ok=True); (d / 'pose').mkdir(exist_ok=True)
     for v in range(len(cams)):
         with atomic_write(d / 'rgb' / f'{v:06d}.png', overwrite) as tmp: Image.fromarray(to_uint8(image[v])).save(tmp, format='PNG')
-        with atomic_write(d / 'pose' / f'{v:06d}.txt', overwrite) as tmp: tmp.write_text('\n'.join(_fmt(r) for r in cams.c2w[v].detach().cpu().double()) + '\n')
+        pose = '\n'.join(_fmt(r) for r in cams.c2w[v].detach().cpu().double()) + '\n'
+        with atomic_write(d / 'pose' / f'{v:06d}.txt', overwrite) as tmp: tmp.write_text(pose)
     return d
 
+# %% ../nbs/03c_readers.ipynb #d93fcfc7
 def _load_rgb(path, background=None, size=None):
-    "(3, H, W) image in [-1, 1] and (1, H, W) alpha from an image file (8 or 16 bits), composited on `background` when it has alpha."
+    "(3, H, W) image in [-1, 1], (1, H, W) alpha from an 8- or 16-bit image file; with alpha, composited on `background`."
     a = _pil_uint8(Image.open(path), 'RGBA') # 16-bit files scaled, not clipped
     if size is not None and a.shape[:2] != tuple(size): a = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BICUBIC))
     a = torch.from_numpy(a.copy()).permute(2, 0, 1)
     rgb, alpha = as_model_image(a[:3]), a[3:].float() / 255
-    if background is not None: rgb = rgb * alpha + to_signed(torch.tensor(background, dtype=torch.float32))[:, None, None] * (1 - alpha)
+    if background is not None:
+        rgb = rgb * alpha + to_signed(torch.tensor(background, dtype=torch.float32))[:, None, None] * (1 - alpha)
     return rgb, alpha
 
+# %% ../nbs/03c_readers.ipynb #55f55911
 def read_srn(root:str|Path, # A scene folder (with rgb/) or a folder of scene folders
              res:int|None=None, # Resize images to res x res (intrinsics follow)
             ) -> list: # One dict per scene: name, image (V, 3, H, W) in [-1, 1], cameras
@@ -88,7 +93,8 @@ def read_srn(root:str|Path, # A scene folder (with rgb/) or a folder of scene fo
         sx, sy = W / W0, H / H0
         K = torch.tensor([[f * sx, 0, cx * sx], [0, f * sy, cy * sy], [0, 0, 1]], dtype=torch.float32)
         image = torch.stack([_load_rgb(p, size=(H, W))[0] for p in rgbs])
-        scenes.append(dict(name=d.name, image=image, cameras=Cameras(K.expand(len(rgbs), 3, 3).contiguous(), torch.stack(poses).float(), H, W)))
+        cams = Cameras(K.expand(len(rgbs), 3, 3).contiguous(), torch.stack(poses).float(), H, W)
+        scenes.append(dict(name=d.name, image=image, cameras=cams))
     return scenes
 
 # %% ../nbs/03c_readers.ipynb #6eb98233
@@ -116,6 +122,7 @@ def export_nerf_synthetic(scene:dict, # image (V, 3, H, W) in [-1, 1], cameras (
     with atomic_write(path, overwrite) as tmp: tmp.write_text(json.dumps(meta, indent=1))
     return path
 
+# %% ../nbs/03c_readers.ipynb #c46a9ad7
 def read_nerf_synthetic(root:str|Path, # Dataset folder with transforms_<split>.json
                         split:str='train', # Which transforms file
                         background:tuple=BACKGROUND, # Colour to composite RGBA images on: 3 numbers in [0, 1]

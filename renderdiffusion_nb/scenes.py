@@ -142,6 +142,7 @@ def nearest_hit(scene:Scene, # B scenes
             t_best, slot = torch.where(better, tk, t_best), torch.where(better, ik, slot)
     return t_best, slot
 
+# %% ../nbs/03_scenes.ipynb #0c47dc05
 def _gather(x, slot):
     "Per-ray values (B, N, C) of per-slot values x (B, P, C) at slot (B, N)."
     return torch.gather(x, 1, slot[..., None].expand(*slot.shape, x.shape[-1]))
@@ -161,11 +162,6 @@ def surface_normal(scene:Scene, # B scenes
     cyl = torch.where(qa.abs() > radial, axis * qa.sign(), q - axis * qa)
     n = torch.where((kind == 0)[..., None], q, torch.where((kind == 1)[..., None], box, cyl)) / s
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-# Most rays of an image miss every object: they see the floor or the background. `culled_hit` first
-# clips all rays against the box around the scene's objects (one cheap slab test per ray) and runs
-# `nearest_hit` only on the rays that enter it, gathered into one flat batch. It gives exactly the
-# same answer, several times faster.
 
 # %% ../nbs/03_scenes.ipynb #5ca7555d
 def object_bounds(scene:Scene) -> tuple:
@@ -344,7 +340,8 @@ def chairs_parts(D):
     return parts
 
 # %% ../nbs/03_scenes.ipynb #e91a3540
-CAR_COLOURS = [(.75, .05, .05), (.05, .2, .65), (.9, .75, .05), (.9, .9, .9), (.12, .12, .13), (.6, .62, .65), (.1, .45, .2), (.9, .4, .05), (.2, .55, .75)]
+CAR_COLOURS = [(.75, .05, .05), (.05, .2, .65), (.9, .75, .05), (.9, .9, .9), (.12, .12, .13),
+               (.6, .62, .65), (.1, .45, .2), (.9, .4, .05), (.2, .55, .75)]
 
 def cars_parts(D):
     "Body, glass cabin, roof, four wheels."
@@ -358,7 +355,8 @@ def cars_parts(D):
              _part('box', D.vec(cx, 0, zc + ch), D.vec(cl * .85, Wd * .88, .012), body, .35)]
     for ex in (1, -1):
         for ey in (1, -1):
-            parts.append(_part('cyl_y', D.vec(ex * L * .62, ey * (Wd - ww * .5), FLOOR_Z + wr), D.vec(wr, wr, ww), D.const(.06, .06, .06), .1))
+            centre = D.vec(ex * L * .62, ey * (Wd - ww * .5), FLOOR_Z + wr)
+            parts.append(_part('cyl_y', centre, D.vec(wr, wr, ww), D.const(.06, .06, .06), .1))
     return parts
 
 # %% ../nbs/03_scenes.ipynb #d02f4dde
@@ -431,6 +429,7 @@ def check_split(split:str):
     "Raise a clear error unless `split` is one of `SPLITS`."
     if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
+# %% ../nbs/03_scenes.ipynb #bd53a3b8
 def sample_scenes(family:str, # A name in `FAMILIES`
                   index:int|torch.Tensor, # Scene index or (n,) indices
                   split:str='train', # 'train', 'val' or 'test': disjoint streams of scenes
@@ -444,6 +443,7 @@ def sample_scenes(family:str, # A name in `FAMILIES`
     D = _Draws(hash_uniform(stream_key(fam.name, split, seed, 'scene'), index, N_DRAWS))
     return _assemble(D, fam.parts(D), fam.floor)
 
+# %% ../nbs/03_scenes.ipynb #11f9931b
 def scene_cameras(family:str, # A name in `FAMILIES`
                   index:int|torch.Tensor, # Scene index or (n,) indices
                   views:int=1, # Views per scene
@@ -486,6 +486,7 @@ def render_scene(family:str, # A name in `FAMILIES`
     out = raycast(scene.repeat_interleave(len(cameras)), cameras, light=light, supersample=supersample)
     return dict(out, cameras=cameras)
 
+# %% ../nbs/03_scenes.ipynb #0231aa1a
 def rotate_hue(rgb:torch.Tensor, # (..., 3) colours in [0, 1]
                turn:float, # Fraction of a turn round the grey axis
               ) -> torch.Tensor: # (..., 3) in [0, 1]
@@ -495,12 +496,14 @@ def rotate_hue(rgb:torch.Tensor, # (..., 3) colours in [0, 1]
     Rm = math.cos(a) * torch.eye(3, dtype=rgb.dtype, device=rgb.device) + math.sin(a) * Kx + (1 - math.cos(a)) * torch.outer(k, k)
     return (rgb @ Rm.T).clamp(0, 1)
 
+# %% ../nbs/03_scenes.ipynb #17716130
 def default_chunk(res:int, # Image size in pixels (square)
                   device:torch.device, # Where the images are ray cast
                  ) -> int:
     "Images per ray-casting call: about 2**17 pixels on the CPU, 2**23 on a GPU."
     return max(1, (2**23 if device.type == 'cuda' else 2**17) // (res * res))
 
+# %% ../nbs/03_scenes.ipynb #8a4c487a
 def render_scenes(family:str, # A name in `FAMILIES`
                   index:torch.Tensor, # (n,) scene indices
                   views:int=1, # Views per scene

@@ -106,8 +106,10 @@ class UNetConfig:
 # %% ../nbs/07_unet.ipynb #b9d45666
 UNET_PRESETS = {
     'tiny': UNetConfig(channels=16, mults=(1, 2), n_res=1, attn_res=(16,), head_channels=16, dropout=0., groups=8, up_channels=16),
-    'small': UNetConfig(channels=32, mults=(1, 2, 2, 4), n_res=2, attn_res=(16, 8), head_channels=32, dropout=0.1, groups=16, up_channels=32),
-    'base': UNetConfig(channels=128, mults=(1, 2, 2, 2), n_res=2, attn_res=(16, 8), head_channels=64, dropout=0.1, groups=32, up_channels=64),
+    'small': UNetConfig(channels=32, mults=(1, 2, 2, 4), n_res=2, attn_res=(16, 8), head_channels=32, dropout=0.1, groups=16,
+                        up_channels=32),
+    'base': UNetConfig(channels=128, mults=(1, 2, 2, 2), n_res=2, attn_res=(16, 8), head_channels=64, dropout=0.1, groups=32,
+                       up_channels=64),
 }
 
 def unet_config(preset:str|UNetConfig|dict, # A preset name, a config, or a dict of config fields
