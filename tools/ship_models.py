@@ -58,7 +58,6 @@ def ship_study(a):
     dst = DEST / f'{a.name}.safetensors'
     if dst.exists() and not a.overwrite: raise SystemExit(f'{dst} exists; pass --overwrite to replace it')
     old = json.loads((DEST / f'{a.name}.json').read_text()) if (DEST / f'{a.name}.json').exists() else {}
-    shutil.copyfile(a.weights, dst)
     rows = [r for e in a.eval for r in json.loads(e.read_text())]
     own = [r for r in rows if r['method'].startswith(method)]
     floor = [r for r in old.get('metrics', []) if r['method'] == 'mean training image'] # a property of the data, kept
@@ -68,16 +67,30 @@ def ship_study(a):
     for kv in a.arm.split(','): # the arm's own fields, as the study parsed them
         k, _, v = kv.partition('=')
         if v: settings[k] = json.loads(v) if v[0].isdigit() or v[0] in '-.' else v
+    init = settings.pop('init', None)
+    this = {'settings': settings, 'init': Path(init).name if init else None, 'steps': last['step'], 'train_seconds': round(last['train_s']),
+            'final_loss': round(last['loss'], 4), 'images_per_s': round(arm['images'] / last['train_s'], 1),
+            'data': f'procedural:{family}', 'start_step': 0, 'images': arm['images'], 'device': a.device, 'date': a.date}
+    data = dict(family=family, train_scenes=arm['images'], views_per_scene=1, resolution=64,
+                generator=f'procedural:{family} (fresh scenes every step, split train)',
+                test='64 held-out scenes x 4 views (split test), view 0 is the input')
+    before = []
+    if init: # a continued model: the earlier phases (the card of the weights it started from) come first and count in the totals
+        if Path(init).name != f'{a.name}.safetensors' or not old: raise SystemExit(f'--arm continues {init}, not the shipped {a.name}')
+        before = [dict(p, images=p.get('images', (p['steps'] - p['start_step']) * p['settings']['batch_size']),
+                       device=p.get('device', old['device']), date=p.get('date', old['date'])) for p in old['phases']]
+        data['train_scenes'] = max([arm['images']] + [old['data']['train_scenes']])
+        data['generator'] = '; then '.join([f"phase {i + 1}: {old['data']['generator']}" for i in range(len(before))] +
+                                           [f"phase {len(before) + 1}: {data['generator']}, the same scene stream"])
+    phases = before + [this]
+    shutil.copyfile(a.weights, dst)
     card = {'name': a.name, 'file': dst.name, 'bytes': dst.stat().st_size, 'sha256': hashlib.sha256(dst.read_bytes()).hexdigest(),
-            'family': family, 'method': method, 'weights': 'EMA, float16', 'model': old.get('model'),
-            'data': dict(family=family, train_scenes=arm['images'], views_per_scene=1, resolution=64,
-                         generator=f'procedural:{family} (fresh scenes every step, split train)',
-                         test='64 held-out scenes x 4 views (split test), view 0 is the input'),
-            'steps': last['step'], 'train_seconds': round(last['train_s']), 'images_seen': arm['images'], 'gpu_seconds': round(last['train_s']),
-            'device': a.device, 'date': a.date, 'concurrent': '',
-            'phases': [{'settings': settings, 'init': None, 'steps': last['step'], 'train_seconds': round(last['train_s']),
-                        'final_loss': round(last['loss'], 4), 'images_per_s': round(arm['images'] / last['train_s'], 1),
-                        'data': f'procedural:{family}', 'start_step': 0}],
+            'family': family, 'method': method, 'weights': 'EMA, float16', 'model': old.get('model'), 'data': data,
+            'steps': sum(p['steps'] - p['start_step'] for p in phases), 'train_seconds': sum(p['train_seconds'] for p in phases),
+            'images_seen': sum(p['images'] for p in phases), 'gpu_seconds': sum(p['train_seconds'] for p in phases),
+            'device': ', '.join(dict.fromkeys(p['device'] for p in phases)), 'date': a.date,
+            'concurrent': '; '.join(f"phase {i + 1}: {old['concurrent']}" for i in range(len(before)) if old.get('concurrent')),
+            'phases': phases,
             'metrics': [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in own + floor]}
     (DEST / f'{a.name}.json').write_text(json.dumps(card, indent=1) + '\n')
     cards = {n: json.loads((DEST / f'{n}.json').read_text()) for n in MODELS if (DEST / f'{n}.json').exists()}
@@ -137,7 +150,7 @@ def readme(cards: dict) -> str:
            'one view of each training scene is ever seen. Load one with `load_pretrained(name)`; each file is checked',
            'against the SHA-256 in its card first. Numbers are on held-out scenes and held-out views (`rd-eval`).', '']
     for n, c in cards.items():
-        fresh = c['data'].get('generator', '').startswith('procedural:')
+        fresh = all(p.get('data', '').startswith('procedural:') for p in c['phases'])
         images = c.get('images_seen', sum((p['steps'] - p['start_step']) * p['settings']['batch_size'] for p in c['phases']))
         gpu = c.get('gpu_seconds', c['train_seconds'])
         out += [f"## `{n}`: {c['method']} on `{c['family']}`", '',
@@ -145,15 +158,16 @@ def readme(cards: dict) -> str:
                 f"{' (fresh procedural scenes every step: no scene seen twice)' if fresh else ''}; evaluated on {c['data']['test']}",
                 f"- model: `small` preset ({c['model']['unet']['channels']}-channel U-Net, triplane {c['model']['triplane_res']}x{c['model']['triplane_res']}x{c['model']['n_features']}, "
                 f"{c['model']['n_coarse']}+{c['model']['n_fine']} samples per ray); weights: {c['weights']}, {c['bytes'] / 2**20:.1f} MiB",
-                f"- training: {c['steps']:,} steps of batch {c['phases'][0]['settings']['batch_size']} in {len(c['phases'])} phase(s), "
-                f"{c['train_seconds'] / 60:.0f} min on one {c['device']} ({c['date']}){'; ' + c['concurrent'] if c['concurrent'] else ''}",
+                f"- training: {c['steps']:,} steps in {len(c['phases'])} phase(s), "
+                f"{c['train_seconds'] / 60:.0f} min on one GPU at a time ({c['device']}; {c['date']}){'; ' + c['concurrent'] if c['concurrent'] else ''}",
                 f"- in all: {images:,} images seen, {gpu / 60:.1f} GPU-minutes"]
         for i, p in enumerate(c['phases']):
             s = p['settings']
             what = f"t_max={s['t_max']} (no noise)" if s.get('t_max') == 0 else f"t_power={s.get('t_power', 1.0)}"
-            out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']}, lr {s['lr']} (warm-up {s.get('warmup', 'min(500, steps / 10)')}, cosine), "
+            out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']} of batch {s['batch_size']}, lr {s['lr']} (warm-up {s.get('warmup', 'min(500, steps / 10)')}, cosine), "
                        f"{what}, seed {s.get('seed', 0)}"
-                       f"{', from ' + p['init'] if p['init'] else ', from random weights'}; final loss {p['final_loss']}, {p['images_per_s']} images/s")
+                       f"{', from ' + p['init'] if p['init'] else ', from random weights'}; final loss {p['final_loss']}, {p['images_per_s']} images/s"
+                       f"{', ' + p['device'] + ', ' + p['date'] if p.get('device') else ''}")
         out += ['', '| method | t_r | input PSNR | novel PSNR | input SSIM | novel SSIM | novel depth MAE |', '| --- | --- | --- | --- | --- | --- | --- |']
         f = lambda r, k, fmt: fmt.format(r[k]) if r.get(k) is not None else '-'
         out += [f"| {r['method']} | {f(r, 't_r', '{}')} | {f(r, 'input_psnr', '{:.2f}')} | {f(r, 'novel_psnr', '{:.2f}')} | {f(r, 'input_ssim', '{:.3f}')} "
