@@ -57,7 +57,7 @@ class TwoViewTrainer(Trainer):
     """The upper bound of the study (never shipped): a batch holds two views of each scene, x0 (b, 6, H, W), K (b, 2, 3, 3),
     c2w (b, 2, 4, 4). The first view is noised and lifted as in training; the loss is the mean of its x0 loss and the same
     weighted loss of the second view, rendered from the same planes. Steps run eagerly."""
-    def _step_body(self, x0, K, c2w, t, noise):
+    def _step_loss(self, x0, K, c2w, t, noise):
         c = self.config
         H, W = x0.shape[-2:]
         cams = [Cameras(K[:, v], c2w[:, v], H, W, check_values=False) for v in (0, 1)]
@@ -66,13 +66,7 @@ class TwoViewTrainer(Trainer):
             loss0, out = x0_loss(self.ddp, x0[:, :3], cams[0], t, noise, c.weighting, check_values=False, **kw)
             rgb1 = self.model.render(out['planes'], cams[1], check_values=False, **kw)['rgb']
             per_sample = (rgb1.float() - x0[:, 3:].float()).square().mean((1, 2, 3))
-            loss = (loss0 + (loss_weights(self.model.schedule, t, c.weighting) * per_sample).mean()) / 2
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.opt.step()
-        self.ema.apply(self.model)
-        self.stats.add(loss, gn)
-        return loss, gn
+            return (loss0 + (loss_weights(self.model.schedule, t, c.weighting) * per_sample).mean()) / 2
 
 
 def two_view_batches(family, batch_size, steps, res, device, chunk=8192):

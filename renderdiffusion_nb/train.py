@@ -497,22 +497,29 @@ def _step_draws(self:Trainer, step:int, H:int, W:int) -> tuple:
     sl = slice(self.rank * b, (self.rank + 1) * b)
     return t[sl], noise[sl]
 
+# %% ../nbs/09_train.ipynb #64c36e7e
 @patch
-def _step_body(self:Trainer,
+def _step_loss(self:Trainer,
                x0:torch.Tensor, # (b, 3, H, W) clean images on the device
                K:torch.Tensor, # (b, 3, 3) intrinsics on the device
                c2w:torch.Tensor, # (b, 4, 4) poses on the device
                t:torch.Tensor, # (b,) timesteps
                noise:torch.Tensor, # (b, 3, H, W) noise
-              ) -> tuple: # loss, gradient norm (device tensors)
-    "Forward, backward, clipping, optimizer and EMA: device work only, nothing read back (what a CUDA graph captures)."
+              ) -> torch.Tensor: # the scalar loss (a device tensor)
+    "What a step minimises: the weighted x0 loss of the batch, under autocast (a subclass that trains on more changes this)."
     c = self.config
     cams = Cameras(K, c2w, x0.shape[-2], x0.shape[-1], check_values=False) # the data set's cameras were checked when it was opened
     with torch.autocast(**self.autocast):
         loss, _ = x0_loss(self.ddp, x0, cams, t, noise, c.weighting, check_values=False, jitter=c.jitter, backend=c.backend,
                           precision='bf16' if self.autocast['enabled'] else 'fp32')
+    return loss
+
+@patch
+def _step_body(self:Trainer, x0, K, c2w, t, noise) -> tuple: # loss, gradient norm (device tensors)
+    "`_step_loss`, backward, clipping, optimizer and EMA: device work only, nothing read back (what a CUDA graph captures)."
+    loss = self._step_loss(x0, K, c2w, t, noise)
     loss.backward()
-    gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+    gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
     self.opt.step()
     self.ema.apply(self.model)
     self.stats.add(loss, gn)
