@@ -124,23 +124,27 @@ OOD_VARIANTS = {'as trained': {}, 'new floor colour': {'floor': (0.2, 0.35, 0.9)
 @torch.no_grad()
 def tr_sweep(model:RenderDiffusion, # A trained denoiser
              family:str, # Data family of its test scenes
-             t_rs:tuple=(0, 40, 100, 250), # Noise levels to reconstruct from
+             t_rs:tuple=(0, 10, 40, 150), # Noise levels to reconstruct from
              n_scenes:int=4, # Test scenes per variant (None: 4)
              variants:dict|None=None, # name -> keyword arguments of render_scene (None: OOD_VARIANTS)
-             steps:int=5, # Reverse steps from each t_r (None: 5; more than t_r + 1 run t_r + 1)
+             steps:int=2, # Reverse steps from each t_r (None: 2, x0 predicted at t_r then a pass at t = 0; more than t_r + 1 run t_r + 1)
              seed:int=0, # Test-scene seed and noise seed
-            ) -> list: # rows: 'variant', 't_r', 'input_psnr', 'novel_psnr' (means over scenes)
-    "Input-view and novel-view PSNR of reconstructions at each t_r, on test scenes and out-of-distribution variants."
-    S, rows = model.config.image_size, []
-    n_scenes, steps = check_count(n_scenes, 'n_scenes', default=4), check_count(steps, 'steps', default=5)
+            ) -> list: # rows: 'variant', 't_r', 'input_psnr', 'novel_psnr', 'novel_id_psnr', 'novel_depth_mae' (means over scenes)
+    "Input- and novel-view scores of reconstructions at each t_r, on test scenes and out-of-distribution variants."
+    S, rows, dev = model.config.image_size, [], module_device(model)
+    n_scenes, steps = check_count(n_scenes, 'n_scenes', default=4), check_count(steps, 'steps', default=2)
     psnr = lambda a, b: (-10 * torch.log10(((a.cpu() - b) / 2).square().mean((1, 2, 3)))).mean().item()
+    ref = [render_scene(family, i, views=2, res=S, split='test', seed=seed) for i in range(n_scenes)]
+    cams_in, cams_nv = (Cameras.cat([s['cameras'][k:k + 1] for s in ref]) for k in (0, 1))
+    nv_id, depth, mask = (torch.cat([s[k][1:2] for s in ref]).cpu() for k in ('image', 'depth', 'mask'))
     for name, kw in (OOD_VARIANTS if variants is None else variants).items():
         scenes = [render_scene(family, i, views=2, res=S, split='test', seed=seed, **kw) for i in range(n_scenes)]
-        image = torch.cat([s['image'][:1] for s in scenes])
+        image, nv = (torch.cat([s['image'][k:k + 1] for s in scenes]) for k in (0, 1))
         for t_r in t_rs:
-            rec = reconstruct(model, image, Cameras.cat([s['cameras'][:1] for s in scenes]), t_r=t_r, steps=steps,
-                              generator=torch.Generator().manual_seed(seed))
-            novel = model.render(rec['planes'], Cameras.cat([s['cameras'][1:2] for s in scenes]).to(module_device(model)))['rgb']
-            rows.append({'variant': name, 't_r': t_r, 'input_psnr': psnr(rec['image'], image),
-                         'novel_psnr': psnr(novel, torch.cat([s['image'][1:2] for s in scenes]))})
+            rec = reconstruct(model, image, cams_in, t_r=t_r, steps=steps, generator=torch.Generator().manual_seed(seed))
+            out = model.render(rec['planes'], cams_nv.to(dev))
+            err = ((out['depth'].cpu() - depth).abs() * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+            rows.append({'variant': name, 't_r': t_r, 'input_psnr': psnr(rec['image'], image.cpu()),
+                         'novel_psnr': psnr(out['rgb'], nv.cpu()), 'novel_id_psnr': psnr(out['rgb'], nv_id),
+                         'novel_depth_mae': err.mean().item()})
     return rows
