@@ -77,11 +77,14 @@ def ship_study(a):
     before = []
     if init: # a continued model: the earlier phases (the card of the weights it started from) come first and count in the totals
         if Path(init).name != f'{a.name}.safetensors' or not old: raise SystemExit(f'--arm continues {init}, not the shipped {a.name}')
+        same = lambda p: all(p.get(k) == this[k] for k in ('init', 'steps', 'data', 'date', 'images')) # this run, shipped before
         before = [dict(p, images=p.get('images', (p['steps'] - p['start_step']) * p['settings']['batch_size']),
-                       device=p.get('device', old['device']), date=p.get('date', old['date'])) for p in old['phases']]
+                       device=p.get('device', old['device']), date=p.get('date', old['date']),
+                       generator=p.get('generator', old['data']['generator']), concurrent=p.get('concurrent', old.get('concurrent', '')))
+                  for p in old['phases'] if not same(p)]
         data['train_scenes'] = max([arm['images']] + [old['data']['train_scenes']])
-        data['generator'] = '; then '.join([f"phase {i + 1}: {old['data']['generator']}" for i in range(len(before))] +
-                                           [f"phase {len(before) + 1}: {data['generator']}, the same scene stream"])
+        this['generator'] = f"{data['generator']}, the same scene stream"
+        data['generator'] = '; then '.join(f"phase {i + 1}: {p['generator']}" for i, p in enumerate(before + [this]))
     phases = before + [this]
     shutil.copyfile(a.weights, dst)
     card = {'name': a.name, 'file': dst.name, 'bytes': dst.stat().st_size, 'sha256': hashlib.sha256(dst.read_bytes()).hexdigest(),
@@ -89,7 +92,7 @@ def ship_study(a):
             'steps': sum(p['steps'] - p['start_step'] for p in phases), 'train_seconds': sum(p['train_seconds'] for p in phases),
             'images_seen': sum(p['images'] for p in phases), 'gpu_seconds': sum(p['train_seconds'] for p in phases),
             'device': ', '.join(dict.fromkeys(p['device'] for p in phases)), 'date': a.date,
-            'concurrent': '; '.join(f"phase {i + 1}: {old['concurrent']}" for i in range(len(before)) if old.get('concurrent')),
+            'concurrent': '; '.join(f"phase {i + 1}: {p['concurrent']}" for i, p in enumerate(phases) if p.get('concurrent')),
             'phases': phases,
             'metrics': [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in own + floor]}
     (DEST / f'{a.name}.json').write_text(json.dumps(card, indent=1) + '\n')
