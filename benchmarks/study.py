@@ -10,7 +10,9 @@ scenes (`--scenes` scenes x 4 views, view 0 the input, t_r = 0, EMA weights, PSN
 
 An arm is `base` (the preset as it is), `old_start` (the decoder's last layer drawn as it was before: std 0.01/sqrt(hidden),
 zero bias), `two_view` (the upper bound, never shipped: each step's loss also renders a second view of the same scene from
-the planes lifted from the first, so the network is told what the unseen side looks like; eager steps), or
+the planes lifted from the first, so the network is told what the unseen side looks like; eager steps), `camera_input`
+(the encoder also sees each pixel's ray of the input camera in Plucker coordinates, through a zero-initialised
+convolution added to its first one: today the planes must be placed in world coordinates from the image alone), or
 comma-separated `field=value` pairs (with the flags among them if wanted): training fields (`lr=4e-4`, `batch_size=64`,
 `t_power=2`, `weighting=min_snr`, `init=renderdiffusion_nb/weights/chairs.safetensors` to continue a shipped model) and
 model fields prefixed with `model.` (`model.n_features=48`, `model.decoder_hidden=128`, `model.unet=base`).
@@ -30,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from renderdiffusion_nb.cameras import Cameras
+from renderdiffusion_nb.cameras import Cameras, get_rays
 from renderdiffusion_nb.model import RenderDiffusion, model_config, save_checkpoint
 from renderdiffusion_nb.scenes import render_scenes
-from renderdiffusion_nb.train import EMA, Trainer, chroma, loss_weights, train_config, x0_loss
+from renderdiffusion_nb.train import EMA, Trainer, _optimizer, chroma, loss_weights, train_config, x0_loss
 
 
-FLAGS = ('base', 'old_start', 'two_view')
+FLAGS = ('base', 'old_start', 'two_view', 'camera_input')
 
 def parse_arm(arm):
     "(train overrides, model overrides, flags) of an arm's name; flags is the set of `FLAGS` named in it."
@@ -67,6 +69,35 @@ class TwoViewTrainer(Trainer):
             rgb1 = self.model.render(out['planes'], cams[1], check_values=False, **kw)['rgb']
             per_sample = (rgb1.float() - x0[:, 3:].float()).square().mean((1, 2, 3))
             return (loss0 + (loss_weights(self.model.schedule, t, c.weighting) * per_sample).mean()) / 2
+
+
+class CameraStem(torch.nn.Module):
+    """The encoder's first convolution plus a zero-initialised one of the input camera's rays (`rays`, set per call): the
+    `camera_input` arm starts as the plain model and can learn to use where the camera is."""
+    def __init__(self, stem):
+        super().__init__()
+        self.stem, self.cam, self.rays = stem, torch.nn.Conv2d(6, stem.out_channels, 3, padding=1), None
+        torch.nn.init.zeros_(self.cam.weight)
+        torch.nn.init.zeros_(self.cam.bias)
+
+    def forward(self, x): return self.stem(x) + self.cam(self.rays)
+
+
+def plucker(cams):
+    "(B, 6, H, W): each pixel's unit ray direction d and its moment o x d (Plucker coordinates of the ray)."
+    o, d = get_rays(cams)
+    return torch.cat([d, torch.cross(o, d, dim=-1)], -1).transpose(1, 2).unflatten(2, (cams.H, cams.W))
+
+
+def with_camera_input(model):
+    "Give `model`'s encoder the rays of its input camera (`CameraStem`); returns the model, changed in place."
+    model.encoder.stem = CameraStem(model.encoder.stem)
+    forward = model.forward
+    def camera_forward(x_t, t, cameras, **kw):
+        model.encoder.stem.rays = plucker(cameras)
+        return forward(x_t, t, cameras, **kw)
+    model.forward = camera_forward
+    return model
 
 
 def two_view_batches(family, batch_size, steps, res, device, chunk=8192):
@@ -125,9 +156,14 @@ def run_arm(arm, a, dev, root, test):
             h = tr.model.decoder.fc2.in_features
             tr.model.decoder.fc2.weight.normal_(0, 0.01 / math.sqrt(h)); tr.model.decoder.fc2.bias.zero_()
         tr.ema = EMA(tr.model, cfg.ema_decay)
+    if 'camera_input' in flags: # new weights: the optimizer and the EMA are made again
+        with_camera_input(tr.model).to(dev)
+        tr.opt, tr.ema = _optimizer(tr.model, cfg, dev), EMA(tr.model, cfg.ema_decay)
     every = max(1, round(a.eval_every / B))
     curve, t0, gpu_s = [], time.perf_counter(), 0.0
-    ema_model = RenderDiffusion(mc).to(dev).eval()
+    ema_model = RenderDiffusion(mc)
+    if 'camera_input' in flags: with_camera_input(ema_model)
+    ema_model = ema_model.to(dev).eval()
     batches = two_view_batches(a.family, B, steps, mc.image_size, dev) if 'two_view' in flags else tr._batches()
     for batch in batches:
         tr.train_step(*batch)
