@@ -1,0 +1,73 @@
+"tools/ship_models.py --study: a new model's card, and a continued model's card that keeps and sums the earlier phases."
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ship(tmp_path, monkeypatch):
+    "The tool as a module, writing into a copy of the shipped cards under tmp_path."
+    spec = importlib.util.spec_from_file_location('ship_models', ROOT / 'tools' / 'ship_models.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dest = tmp_path / 'weights'
+    dest.mkdir()
+    for n in mod.MODELS: shutil.copy(mod.DEST / f'{n}.json', dest / f'{n}.json')
+    monkeypatch.setattr(mod, 'DEST', dest)
+    return mod, tmp_path
+
+
+def study_files(tmp, arm, images=600_064, batch=128, train_s=470.0):
+    "A study.py JSON with one arm, its weights file and an rd-eval results file."
+    curve = [dict(step=images // batch, images=images, loss=0.025, train_s=train_s, input_psnr=27.2, novel_psnr=21.1)]
+    (tmp / 'study.json').write_text(json.dumps(dict(arms=[dict(arm=arm, family='chairs', batch=batch, images=images, lr=5e-4,
+                                                                 captured=True, curve=curve)])))
+    (tmp / 'w.safetensors').write_bytes(b'weights')
+    (tmp / 'eval.json').write_text(json.dumps([dict(family='chairs', method='RenderDiffusion', t_r=0, input_psnr=27.24,
+                                                    novel_psnr=21.11, n_scenes=64)]))
+
+
+def run(mod, tmp, arm):
+    sys_argv = ['ship_models.py', '--study', str(tmp / 'study.json'), '--arm', arm, '--name', 'chairs', '--weights',
+                str(tmp / 'w.safetensors'), '--eval', str(tmp / 'eval.json'), '--device', 'GPU X', '--date', '2026-12-02', '--overwrite']
+    old, sys.argv = sys.argv, sys_argv
+    try: mod.main()
+    finally: sys.argv = old
+    return json.loads((mod.DEST / 'chairs.json').read_text())
+
+
+def test_continued_card_keeps_and_sums_earlier_phases_once(ship):
+    mod, tmp = ship
+    card = json.loads((mod.DEST / 'chairs.json').read_text()) # as first shipped: one phase on a fixed data set
+    p1 = {k: v for k, v in card['phases'][0].items() if k not in ('generator', 'concurrent')}
+    card.update(phases=[p1], data=dict(card['data'], generator='renderdiffusion_nb.data.make_dataset'), concurrent='shared GPU')
+    (mod.DEST / 'chairs.json').write_text(json.dumps(card))
+    arm = 'init=renderdiffusion_nb/weights/chairs.safetensors,t_power=2,lr=5e-4'
+    study_files(tmp, arm)
+    first = run(mod, tmp, arm)
+    assert len(first['phases']) == 2 and first['phases'][-1]['init'] == 'chairs.safetensors'
+    assert first['concurrent'] == 'phase 1: shared GPU'
+    assert first['data']['generator'].startswith('phase 1: renderdiffusion_nb.data.make_dataset; then phase 2: procedural:chairs')
+    assert first['images_seen'] == sum(p['images'] for p in first['phases'])
+    assert first['phases'][-1]['images'] == 600_064 and first['phases'][-1]['settings']['t_power'] == 2
+    assert first['gpu_seconds'] == sum(p['train_seconds'] for p in first['phases'])
+    again = run(mod, tmp, arm) # shipping the same run again replaces it: no phase counted twice
+    assert [p['steps'] for p in again['phases']] == [p['steps'] for p in first['phases']]
+    assert again['images_seen'] == first['images_seen'] and again['data']['generator'] == first['data']['generator']
+    assert again['concurrent'] == first['concurrent']
+
+
+def test_new_card_has_one_phase_and_a_continuation_must_name_the_shipped_model(ship):
+    mod, tmp = ship
+    study_files(tmp, 't_power=2,lr=5e-4', images=400_000, train_s=311.0)
+    card = run(mod, tmp, 't_power=2,lr=5e-4')
+    assert len(card['phases']) == 1 and card['images_seen'] == 400_000 and card['gpu_seconds'] == 311
+    arm = 'init=renderdiffusion_nb/weights/clevr1.safetensors,lr=5e-4'
+    study_files(tmp, arm)
+    with pytest.raises(SystemExit, match='not the shipped chairs'): run(mod, tmp, arm)
