@@ -33,34 +33,24 @@ from renderdiffusion_nb.cameras import Cameras
 from renderdiffusion_nb.evaluate import depth_mae, psnr
 from renderdiffusion_nb.model import load_pretrained
 from renderdiffusion_nb.reconstruct import OOD_VARIANTS, reconstruct
-from renderdiffusion_nb.scenes import LIGHT_DIR, raycast, rotate_hue, sample_scenes, scene_cameras
+from renderdiffusion_nb.scenes import render_scene
 
 # The library's variants (keywords of `render_scene`) plus a material no family has: every object glossy, with a
-# specular strength of 1.2 (clevr objects have 0.6 or 0.05, chairs 0.05 to 0.3). `spec` is not a `render_scene`
-# keyword, so this script renders the variants itself, the way `render_scene` does.
+# specular strength of 1.2 (clevr objects have 0.6 or 0.05, chairs 0.05 to 0.3).
 VARIANTS = {**OOD_VARIANTS, 'glossy material': {'spec': 1.2}}
-
-
-def render_variant(family, index, views=2, res=64, split='test', seed=0, floor=None, light=LIGHT_DIR, hue_shift=0., spec=None):
-    "`render_scene` on the CPU, with `spec` (a specular strength for every object) added."
-    cams = scene_cameras(family, index, views, res, split, seed, 'cpu')
-    scene = sample_scenes(family, index, split, seed, 'cpu')
-    if floor is not None: scene.floor = torch.as_tensor(floor, dtype=scene.floor.dtype).expand_as(scene.floor).clone()
-    if hue_shift: scene.colour = rotate_hue(scene.colour, hue_shift)
-    if spec is not None: scene.spec = torch.full_like(scene.spec, spec)
-    return dict(raycast(scene.repeat_interleave(views), cams, light=light), cameras=cams)
 
 
 def sweep(model, family, variants, t_rs, n_scenes, steps, seed, test_seed=0):
     "Per-scene scores: {variant: {t_r: {score: [n_scenes floats]}}}."
     S, out = model.config.image_size, {}
-    as_trained = [render_variant(family, i, res=S, seed=test_seed) for i in range(n_scenes)]
+    render = lambda i, **kw: render_scene(family, i, views=2, res=S, split='test', seed=test_seed, device='cpu', **kw)
+    as_trained = [render(i) for i in range(n_scenes)]
     cam_in = Cameras.cat([s['cameras'][:1] for s in as_trained])
     cam_nv = Cameras.cat([s['cameras'][1:2] for s in as_trained])
     nv_id = torch.cat([s['image'][1:2] for s in as_trained])
     depth, mask = torch.cat([s['depth'][1:2] for s in as_trained]), torch.cat([s['mask'][1:2] for s in as_trained])
     for name, kw in variants.items():
-        scenes = [render_variant(family, i, res=S, seed=test_seed, **kw) for i in range(n_scenes)]
+        scenes = [render(i, **kw) for i in range(n_scenes)]
         image, nv = torch.cat([s['image'][:1] for s in scenes]), torch.cat([s['image'][1:2] for s in scenes])
         out[name] = {}
         for t_r in t_rs:

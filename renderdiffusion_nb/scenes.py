@@ -475,14 +475,16 @@ def render_scene(family:str, # A name in `FAMILIES`
                  floor:tuple|None=None, # Replace the family's floor albedo (an out-of-distribution input)
                  light:tuple=LIGHT_DIR, # Direction towards the light (another direction: out of distribution)
                  hue_shift:float=0., # Turn the objects' colours round the colour wheel by this fraction of a turn
+                 spec:float|None=None, # Give every object this specular strength (a material its family never has)
                 ) -> dict: # image (V, 3, H, W) in [-1, 1], depth / mask / object_mask (V, 1, H, W), cameras
-    "Render V views of one scene, optionally with a floor, light or object colours its family never has."
+    "Render V views of one scene, optionally with a floor, light, object colours or material its family never has."
     dev = get_device(device if device is not None or cameras is None else cameras.device)
     if cameras is None: cameras = scene_cameras(family, index, views, res, split, seed, dev)
     cameras = cameras.to(dev)
     scene = sample_scenes(family, index, split, seed, dev)
     if floor is not None: scene.floor = torch.as_tensor(floor, dtype=scene.floor.dtype, device=dev).expand_as(scene.floor).clone()
     if hue_shift: scene.colour = rotate_hue(scene.colour, hue_shift)
+    if spec is not None: scene.spec = torch.full_like(scene.spec, spec)
     out = raycast(scene.repeat_interleave(len(cameras)), cameras, light=light, supersample=supersample)
     return dict(out, cameras=cameras)
 
