@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from renderdiffusion_nb.cameras import Cameras, get_rays
+from renderdiffusion_nb.core import on_8bit_levels
 from renderdiffusion_nb.model import RenderDiffusion, model_config, save_checkpoint
 from renderdiffusion_nb.scenes import render_scenes
 from renderdiffusion_nb.train import EMA, Trainer, _optimizer, chroma, loss_weights, train_config, x0_loss
@@ -106,8 +107,7 @@ def two_view_batches(family, batch_size, steps, res, device, chunk=8192):
     for s0 in range(0, steps, per):
         n = min(steps, s0 + per) - s0
         r = render_scenes(family, torch.arange(s0 * batch_size, (s0 + n) * batch_size), views=2, res=res, device=device)
-        img = ((r['image'] + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
-        x0, K, c2w = img.flatten(1, 2), r['K'].float(), r['c2w'].float()
+        x0, K, c2w = on_8bit_levels(r['image']).flatten(1, 2), r['K'].float(), r['c2w'].float()
         for i in range(n):
             sl = slice(i * batch_size, (i + 1) * batch_size)
             yield x0[sl], K[sl], c2w[sl]
@@ -121,8 +121,7 @@ def arm_name(arm):
 def held_out(family, n, res, device):
     "n test scenes x 4 views: images on 8-bit levels (B, V, 3, H, W), cameras (B*V)."
     r = render_scenes(family, torch.arange(n), views=4, res=res, split='test', device=device)
-    img = ((r['image'] + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
-    return img, Cameras(r['K'].reshape(-1, 3, 3).float(), r['c2w'].reshape(-1, 4, 4).float(), res, res), r['object_mask']
+    return on_8bit_levels(r['image']), Cameras(r['K'].reshape(-1, 3, 3).float(), r['c2w'].reshape(-1, 4, 4).float(), res, res), r['object_mask']
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from PIL import Image
 # %% auto #0
 __all__ = ['get_device', 'module_device', 'seed_everything', 'sample_noise', 'check_tensor', 'NonFiniteError', 'finite_check',
            'start_checks', 'raise_failed', 'check_count', 'config_from_dict', 'to_unit', 'to_signed', 'to_uint8',
-           'to_pil', 'from_pil', 'ImageRangeWarning', 'as_model_image', 'atomic_write', 'save_image', 'load_image',
-           'save_gif', 'rgb_depth_png', 'show_images']
+           'to_pil', 'from_pil', 'on_8bit_levels', 'ImageRangeWarning', 'as_model_image', 'atomic_write', 'save_image',
+           'load_image', 'save_gif', 'rgb_depth_png', 'show_images']
 
 # %% ../nbs/00_core.ipynb #9cadc9de
 def get_device(device:str|torch.device|None=None, # None or 'auto' (CUDA when there is a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'
@@ -194,6 +194,12 @@ def from_pil(img:Image.Image, # Any PIL image (8 or 16 bits per channel); conver
     "A PIL image as a model-space tensor."
     if not isinstance(img, Image.Image): raise TypeError(f"from_pil takes a PIL image, got {type(img).__name__}")
     return to_signed(torch.from_numpy(_pil_uint8(img)).permute(2, 0, 1).float() / 255)
+
+# %% ../nbs/00_core.ipynb #3b171b0b
+def on_8bit_levels(x:torch.Tensor, # Images in [-1, 1], any shape, on any device
+                  ) -> torch.Tensor: # The same images rounded to the 256 levels a uint8 file holds
+    "Images as a data folder stores them (8 bits a channel), without leaving their device."
+    return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
 
 # %% ../nbs/00_core.ipynb #0f860de9
 class ImageRangeWarning(UserWarning):

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .cameras import BACKGROUND, Cameras, rotate_cameras
-from .core import atomic_write, config_from_dict, get_device, sample_noise, show_images, to_unit
+from .core import atomic_write, config_from_dict, get_device, on_8bit_levels, sample_noise, show_images, to_unit
 from .data import SceneDataset
 from .model import ModelConfig, RenderDiffusion, load_checkpoint, model_config, save_checkpoint
 from .scenes import get_family, render_scenes
@@ -300,7 +300,7 @@ class ProceduralScenes(Dataset):
               ) -> tuple: # x0 (n, 3, H, W) in [-1, 1] on 8-bit levels, K (n, 3, 3), c2w (n, 4, 4), on `device`
         "View 0 of the scenes `index`, rendered on the device."
         r = render_scenes(self.family, index, 1, self.res, self.split, self.seed, self.device)
-        x0 = ((r['image'][:, 0] + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+        x0 = on_8bit_levels(r['image'][:, 0])
         return x0, r['K'][:, 0].float(), r['c2w'][:, 0].float()
 
     def __getitem__(self, i:int) -> dict:
