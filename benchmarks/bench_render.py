@@ -344,7 +344,7 @@ def main():
     ap.add_argument('--json', default=None, help='write all numbers to this JSON file')
     ap.add_argument('--sweep', action='store_true', help='also time launch configurations of the Triton kernels')
     ap.add_argument('--breakdown', action='store_true', help='also time the parts of a render step (coarse pass, fine depths, fine pass) per backend')
-    ap.add_argument('--bwd-variants', action='store_true', help='also time the bf16 fine pass with variants of the backward kernel (scatter layout, register cap, warps, one gradient at a time)')
+    ap.add_argument('--bwd-variants', action='store_true', help='also time the bf16 fine pass with variants of the backward kernel (register cap, warps, one gradient at a time)')
     ap.add_argument('--fit', default=None, help='also run the loss-curve comparisons (fine pass alone, whole render steps) and write them to this JSON file')
     args = ap.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
