@@ -17,8 +17,7 @@ def ship(tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     dest = tmp_path / 'weights'
-    dest.mkdir()
-    for n in mod.MODELS: shutil.copy(mod.DEST / f'{n}.json', dest / f'{n}.json')
+    shutil.copytree(mod.DEST, dest, ignore=shutil.ignore_patterns('*.safetensors'))
     monkeypatch.setattr(mod, 'DEST', dest)
     return mod, tmp_path
 
