@@ -39,7 +39,7 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
     packages=[lib, f'{lib}.weights'],
-    package_data={f'{lib}.weights': ['*.json', '*.safetensors', 'README.md']},
+    package_data={f'{lib}.weights': ['*.json', '*.safetensors', 'README.md', 'baselines/*.json']}, # baselines: cards without weights
     install_requires=cfg.get('requirements', '').split(),
     extras_require={'dev': cfg.get('dev_requirements', '').split()},
     python_requires='>=' + min_python,

@@ -52,11 +52,12 @@ def resolve_checkpoint(spec:str, # A checkpoint file, or the name of a shipped m
                       ) -> Path:
     "The checkpoint file `spec` names: a file that exists, else a shipped model's weights (checked against its card)."
     import hashlib
-    from renderdiffusion_nb.model import load_pretrained, pretrained_models, weights_dir
+    from renderdiffusion_nb.model import load_pretrained, pretrained_models, recorded_baselines, weights_dir
     p = Path(spec)
     if p.is_file(): return p
     cards = pretrained_models()
     if spec not in cards:
+        if spec in recorded_baselines(): load_pretrained(spec, device='cpu') # raises: not shipped, its card has its numbers
         what = f"{spec!r} is a folder, not a checkpoint file" if p.is_dir() else f"no checkpoint file {spec!r}"
         raise FileNotFoundError(f"{what}, and no shipped model has that name; shipped models: {', '.join(sorted(cards)) or 'none'}")
     path = weights_dir() / cards[spec]['file']
@@ -162,7 +163,7 @@ def rd_eval(checkpoint:str, # Model checkpoint to evaluate, or a shipped model's
             data:str, # Held-out data set folder with several views per scene (rd-data --views 4 --split test)
             out:str='eval', # Folder for results.md and results.json
             train_data:str=None, # Training data set, for the mean-image floor
-            baseline:str=None, # Checkpoint or shipped model (e.g. chairs-det) of the deterministic baseline, trained at t = 0 only
+            baseline:str=None, # Checkpoint of the deterministic baseline, trained at t = 0 only (rd-train --t_max 0)
             t_r:str='0,40', # Comma-separated noise levels to reconstruct from
             n_scenes:int=None, # Evaluate the first n scenes (default: all)
             generation:int=0, # Scenes to generate for the generation score (0: skip)

@@ -26,7 +26,8 @@ from .unet import TriplaneUNet, UNetConfig, unet_config
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'save_checkpoint', 'Checkpoint',
-           'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models', 'load_pretrained']
+           'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models', 'load_pretrained',
+           'recorded_baselines']
 
 # %% ../nbs/08_model.ipynb #57b4a44a
 @dataclass
@@ -322,7 +323,12 @@ def load_pretrained(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see 
                    ) -> RenderDiffusion:
     "A shipped model, ready to use, after checking its file against the SHA-256 in its card."
     cards, d = pretrained_models(), weights_dir()
-    if name not in cards: raise FileNotFoundError(f"no shipped model {name!r} in {d}; available: {', '.join(sorted(cards)) or 'none'}")
+    shipped = ', '.join(sorted(cards)) or 'none'
+    if name not in cards and name in recorded_baselines():
+        raise FileNotFoundError(f"{name!r} is a recorded baseline: its weights are not shipped (the package's weights stay under 40 MB), "
+                                f"its numbers are in its card, {d / 'baselines' / f'{name}.json'}; "
+                                f"train one with `rd-train <data> <run folder> --t_max 0`; shipped models: {shipped}")
+    if name not in cards: raise FileNotFoundError(f"no shipped model {name!r} in {d}; available: {shipped}")
     path = d / cards[name]['file']
     fix = "restore it from the repository (git checkout -- <file>) or reinstall the package"
     if not path.is_file(): raise FileNotFoundError(f"the weights of model {name!r} are missing: no file {path}; {fix}")
@@ -331,3 +337,9 @@ def load_pretrained(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see 
         raise ValueError(f"the weights of model {name!r} are corrupt: {path} has SHA-256 {digest[:16]}..., its card says "
                          f"{cards[name]['sha256'][:16]}... ({path.stat().st_size} bytes, card: {cards[name].get('bytes')}); {fix}")
     return load_model(path, device=device)
+
+# %% ../nbs/08_model.ipynb #8b02a684
+def recorded_baselines() -> dict: # name -> model card
+    "The cards of models whose numbers are recorded but whose weights are not shipped, read from `weights_dir()/baselines/<name>.json`."
+    d = weights_dir() / 'baselines'
+    return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob('*.json'))} if d.is_dir() else {}

@@ -1,7 +1,8 @@
 """The console scripts as a user meets them: `--help` without importing torch, a user error as one line
 on stderr with status 2 (a bug keeps its traceback), and the names of shipped models wherever a
-checkpoint is asked for."""
+checkpoint is asked for, and the names of recorded baselines (numbers, no weights) refused with advice."""
 import configparser
+import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 cfg = configparser.ConfigParser(delimiters=['='])
 cfg.read(ROOT / 'settings.ini')
 SCRIPTS = dict(s.split('=') for s in cfg['DEFAULT']['console_scripts'].split())
-SHIPPED = ['chairs', 'chairs-det', 'clevr1', 'clevr1-det']
+SHIPPED = ['chairs', 'clevr1']
+BASELINES = ['chairs-det', 'clevr1-det'] # recorded in weights/baselines/, weights not shipped
 
 
 @pytest.fixture(scope='module')
@@ -109,7 +111,32 @@ def test_resolve_checkpoint(tmp_path, monkeypatch):
     (copy / 'clevr1.safetensors').write_bytes(bytes(data))
     monkeypatch.setenv('RENDERDIFFUSION_WEIGHTS', str(copy))
     with pytest.raises(ValueError, match='corrupt'): resolve_checkpoint('clevr1')
-    assert resolve_checkpoint('chairs-det') == copy / 'chairs-det.safetensors'
+    with pytest.raises(FileNotFoundError, match='recorded baseline'): resolve_checkpoint('chairs-det') # the copy keeps baselines/
+
+
+def test_recorded_baselines_are_refused_with_their_card(tmp_path, monkeypatch):
+    "A recorded baseline's name: load_pretrained and resolve_checkpoint say where its numbers are and how to train one."
+    from renderdiffusion_nb.cli import resolve_checkpoint
+    from renderdiffusion_nb.model import load_pretrained, pretrained_models, recorded_baselines, weights_dir
+    assert sorted(pretrained_models()) == SHIPPED and sorted(recorded_baselines()) == BASELINES
+    assert all(c['file'] is None and c['sha256'] is None and c['metrics'] for c in recorded_baselines().values())
+    d = tmp_path / 'weights'
+    (d / 'baselines').mkdir(parents=True)
+    card = dict(json.loads((weights_dir() / 'baselines' / 'clevr1-det.json').read_text()), name='toy-det')
+    (d / 'baselines' / 'toy-det.json').write_text(json.dumps(card))
+    shutil.copy(weights_dir() / 'clevr1.json', d)
+    monkeypatch.setenv('RENDERDIFFUSION_WEIGHTS', str(d))
+    assert recorded_baselines() == {'toy-det': card} and 'toy-det' not in pretrained_models()
+    for f in (load_pretrained, resolve_checkpoint):
+        with pytest.raises(FileNotFoundError) as e: f('toy-det')
+        msg = str(e.value)
+        assert "'toy-det' is a recorded baseline" in msg and str(d / 'baselines' / 'toy-det.json') in msg, msg
+        assert 'not shipped' in msg and 'rd-train <data> <run folder> --t_max 0' in msg and 'shipped models: clevr1' in msg, msg
+
+
+def test_baseline_name_on_the_command_line_is_a_user_error(bin_dir, tmp_path):
+    line = one_line_error(run(bin_dir, 'rd-eval', 'clevr1', 'test', '--baseline', 'clevr1-det', cwd=tmp_path), 'rd-eval')
+    assert "'clevr1-det' is a recorded baseline" in line and 'clevr1-det.json' in line and '--t_max 0' in line, line
 
 
 def test_train_from_a_shipped_model(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"tools/ship_models.py --study: a new model's card, and a continued model's card that keeps and sums the earlier phases."
+"""tools/ship_models.py --study: a new model's card, a continued model's card that keeps and sums the earlier phases, and a
+deterministic baseline, whose card alone is recorded (in weights/baselines/, no weights)."""
 import importlib.util
 import json
 import shutil
@@ -17,29 +18,29 @@ def ship(tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     dest = tmp_path / 'weights'
-    dest.mkdir()
-    for n in mod.MODELS: shutil.copy(mod.DEST / f'{n}.json', dest / f'{n}.json')
+    shutil.copytree(mod.DEST, dest, ignore=shutil.ignore_patterns('*.safetensors'))
     monkeypatch.setattr(mod, 'DEST', dest)
     return mod, tmp_path
 
 
-def study_files(tmp, arm, images=600_064, batch=128, train_s=470.0):
+def study_files(tmp, arm, images=600_064, batch=128, train_s=470.0, family='chairs', method='RenderDiffusion'):
     "A study.py JSON with one arm, its weights file and an rd-eval results file."
     curve = [dict(step=images // batch, images=images, loss=0.025, train_s=train_s, input_psnr=27.2, novel_psnr=21.1)]
-    (tmp / 'study.json').write_text(json.dumps(dict(arms=[dict(arm=arm, family='chairs', batch=batch, images=images, lr=5e-4,
+    (tmp / 'study.json').write_text(json.dumps(dict(arms=[dict(arm=arm, family=family, batch=batch, images=images, lr=5e-4,
                                                                  captured=True, curve=curve)])))
     (tmp / 'w.safetensors').write_bytes(b'weights')
-    (tmp / 'eval.json').write_text(json.dumps([dict(family='chairs', method='RenderDiffusion', t_r=0, input_psnr=27.24,
+    (tmp / 'eval.json').write_text(json.dumps([dict(family=family, method=method, t_r=0, input_psnr=27.24,
                                                     novel_psnr=21.11, n_scenes=64)]))
 
 
-def run(mod, tmp, arm):
-    sys_argv = ['ship_models.py', '--study', str(tmp / 'study.json'), '--arm', arm, '--name', 'chairs', '--weights',
-                str(tmp / 'w.safetensors'), '--eval', str(tmp / 'eval.json'), '--device', 'GPU X', '--date', '2026-12-02', '--overwrite']
+def run(mod, tmp, arm, name='chairs', weights=True):
+    sys_argv = ['ship_models.py', '--study', str(tmp / 'study.json'), '--arm', arm, '--name', name,
+                *(['--weights', str(tmp / 'w.safetensors')] if weights else []),
+                '--eval', str(tmp / 'eval.json'), '--device', 'GPU X', '--date', '2026-12-02', '--overwrite']
     old, sys.argv = sys.argv, sys_argv
     try: mod.main()
     finally: sys.argv = old
-    return json.loads((mod.DEST / 'chairs.json').read_text())
+    return json.loads(mod.card_path(name).read_text())
 
 
 def test_continued_card_keeps_and_sums_earlier_phases_once(ship):
@@ -71,3 +72,36 @@ def test_new_card_has_one_phase_and_a_continuation_must_name_the_shipped_model(s
     arm = 'init=renderdiffusion_nb/weights/clevr1.safetensors,lr=5e-4'
     study_files(tmp, arm)
     with pytest.raises(SystemExit, match='not the shipped chairs'): run(mod, tmp, arm)
+
+
+def test_a_baseline_ships_its_card_alone(ship, monkeypatch):
+    "A -det name: its card goes to baselines/ with no file, nothing is copied, and the README lists it under the baselines."
+    mod, tmp = ship
+    files = lambda: sorted(str(p.relative_to(mod.DEST)) for p in mod.DEST.rglob('*') if p.is_file())
+    before = files()
+    study_files(tmp, 't_max=0,lr=5e-4', images=400_000, train_s=300.0, family='cars', method='deterministic baseline')
+    card = run(mod, tmp, 't_max=0,lr=5e-4', name='cars-det', weights=False)
+    assert files() == sorted(before + ['baselines/cars-det.json']) and not list(mod.DEST.rglob('*.safetensors'))
+    assert (card['file'], card['bytes'], card['sha256'], card['weights']) == (None, None, None, mod.NOT_SHIPPED)
+    assert all(json.loads(p.read_text())['weights'] == mod.NOT_SHIPPED for p in (mod.DEST / 'baselines').glob('*.json'))
+    assert card['family'] == 'cars' and card['method'] == 'deterministic baseline' and card['images_seen'] == 400_000
+    assert card['gpu_seconds'] == 300 and card['phases'][0]['settings']['t_max'] == 0
+    assert [r['method'] for r in card['metrics']] == ['deterministic baseline']
+    assert card['model'] == json.loads((mod.DEST / 'clevr1.json').read_text())['model'] # the `small` preset, as study.py trains it
+    md = (mod.DEST / 'README.md').read_text()
+    assert md.index('## Deterministic baselines (numbers only)') < md.index('### `cars-det`') and '## `clevr1`' in md
+    monkeypatch.setenv('RENDERDIFFUSION_WEIGHTS', str(mod.DEST))
+    from renderdiffusion_nb.model import pretrained_models, recorded_baselines
+    assert recorded_baselines()['cars-det'] == card and 'cars-det' not in pretrained_models()
+    with pytest.raises(SystemExit, match="no arm 'lr=5e-4'"): run(mod, tmp, 'lr=5e-4', name='cars-det', weights=False)
+    study_files(tmp, 'lr=5e-4', family='cars', method='deterministic baseline')
+    with pytest.raises(SystemExit, match='does not set t_max=0'): run(mod, tmp, 'lr=5e-4', name='cars-det', weights=False)
+    with pytest.raises(SystemExit, match='--weights is required for cars'): run(mod, tmp, 'lr=5e-4', name='cars', weights=False)
+
+
+def test_readme_is_what_the_cards_give(ship):
+    "The committed weights/README.md is readme() of the committed cards: the shipped models, then the baselines (numbers only)."
+    mod, _ = ship
+    md = (mod.DEST / 'README.md').read_text()
+    assert md == mod.readme(*mod.read_cards()), 'weights/README.md is stale: python tools/ship_models.py --readme'
+    assert md.index('## `chairs`') < md.index('## Deterministic baselines (numbers only)') < md.index('### `chairs-det`')

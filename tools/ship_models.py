@@ -15,12 +15,22 @@ A model trained by `benchmarks/study.py` (fresh procedural scenes, weights saved
         --eval eval_a/results.json eval_b/results.json --device "NVIDIA H200" --date 2026-12-02 --overwrite
 
 Every card records the images seen and the GPU time over all of the model's runs (`images_seen`, `gpu_seconds`).
+
+A deterministic baseline (a `-det` name: the same network trained with `--t_max 0`) ships its card alone, in
+`weights/baselines/`: its weights are not copied (the package's weights stay under 40 MB), so `--weights` is optional
+for it and its card's `file`, `bytes` and `sha256` are null. A model shipped for the first time (no card yet) takes its
+`model` from the `small` preset with the arm's `model.` fields, as study.py builds it.
+
+Only README.md, from the cards as they are (e.g. after editing one by hand):
+
+    python tools/ship_models.py --readme
 """
 from __future__ import annotations
 import argparse
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +38,16 @@ DEST = ROOT / 'renderdiffusion_nb' / 'weights'
 MODELS = {
     'clevr1': ('clevr1', 'RenderDiffusion'),
     'chairs': ('chairs', 'RenderDiffusion'),
+    'cars': ('cars', 'RenderDiffusion'),
+    'planes': ('planes', 'RenderDiffusion'),
     'clevr1-det': ('clevr1', 'deterministic baseline'),
     'chairs-det': ('chairs', 'deterministic baseline'),
+    'cars-det': ('cars', 'deterministic baseline'),
+    'planes-det': ('planes', 'deterministic baseline'),
 }
+LEGACY = ('clevr1', 'chairs', 'clevr1-det', 'chairs-det') # the models the `--runs` path knows (trained on a 20,000-scene data set)
+NOT_SHIPPED = ("EMA, float16; not shipped, to keep the package's weights under 40 MB: only its numbers are recorded here. "
+               "Train one with `rd-train <data> <run folder> --t_max 0` and the settings in `phases`") # a baseline card's `weights`
 KEEP = ('steps', 'batch_size', 'lr', 'warmup', 'min_lr_frac', 'weight_decay', 'grad_clip', 'ema_decay', 'weighting', 't_max',
         't_power', 'jitter', 'precision', 'backend', 'seed')
 
@@ -50,14 +67,69 @@ def phase(run: Path) -> dict:
             'model': cfg['model'], 'data': Path(cfg['data']).name, 'start_step': max(first, 0)}
 
 
+def is_baseline(name: str) -> bool:
+    "A deterministic baseline: its card is recorded in `baselines/`, its weights are not shipped."
+    return MODELS[name][1] == 'deterministic baseline'
+
+
+def card_path(name: str) -> Path:
+    "Where `name`'s card lives: `weights/<name>.json`, or `weights/baselines/<name>.json` for a baseline."
+    return DEST / 'baselines' / f'{name}.json' if is_baseline(name) else DEST / f'{name}.json'
+
+
+def target(name: str) -> Path:
+    "The file that shipping `name` creates and `--overwrite` guards: its weights, or a baseline's card."
+    return card_path(name) if is_baseline(name) else DEST / f'{name}.safetensors'
+
+
+def write_card(name: str, weights: Path | None, card: dict) -> dict:
+    "Copy `name`'s weights beside its card (a baseline: the card alone, with no file), write the card and return it."
+    if is_baseline(name): head, card = dict(file=None, bytes=None, sha256=None), dict(card, weights=NOT_SHIPPED)
+    else:
+        dst = DEST / f'{name}.safetensors'
+        shutil.copyfile(weights, dst)
+        head = dict(file=dst.name, bytes=dst.stat().st_size, sha256=hashlib.sha256(dst.read_bytes()).hexdigest())
+    card = {'name': name, **head, **card}
+    card_path(name).parent.mkdir(parents=True, exist_ok=True)
+    card_path(name).write_text(json.dumps(card, indent=1) + '\n')
+    return card
+
+
+def size(card: dict) -> str:
+    "What shipping a card puts in the package, for the tool's summary line."
+    return 'card only' if card['bytes'] is None else f"{card['bytes'] / 2**20:.1f} MiB"
+
+
+def read_cards() -> tuple[dict, dict]:
+    "The shipped models' cards and the baselines' cards, in `MODELS` order."
+    cards = {n: json.loads(card_path(n).read_text()) for n in MODELS if card_path(n).exists()}
+    return {n: c for n, c in cards.items() if not is_baseline(n)}, {n: c for n, c in cards.items() if is_baseline(n)}
+
+
+def write_readme():
+    "weights/README.md from the cards as they are."
+    (DEST / 'README.md').write_text(readme(*read_cards()))
+
+
+def preset_model(overrides: dict) -> dict:
+    "The `small` model preset with an arm's `model.` fields, as a card stores it: the model study.py trains."
+    sys.path.insert(0, str(ROOT)) # this repository's package, installed or not
+    from renderdiffusion_nb.model import model_config
+    return json.loads(json.dumps(model_config('small', **overrides).to_dict()))
+
+
 def ship_study(a):
-    "Ship one model of a study run: its weights, a card from the study's curve and settings, the rd-eval rows, and the README."
+    "Ship one model of a study run: its weights (a baseline: none), a card from the study's curve and settings, its rd-eval rows, the README."
     study = json.loads(a.study.read_text())
-    arm = next(r for r in study['arms'] if r['arm'] == a.arm)
+    arm = next((r for r in study['arms'] if r['arm'] == a.arm), None)
+    if arm is None: raise SystemExit(f"no arm {a.arm!r} in {a.study}; its arms: {', '.join(r['arm'] for r in study['arms'])}")
     family, method = MODELS[a.name]
-    dst = DEST / f'{a.name}.safetensors'
+    if a.weights is None and not is_baseline(a.name):
+        raise SystemExit(f"--weights is required for {a.name} ({method}: its weights ship); only a -det baseline ships without them")
+    if a.weights is not None and is_baseline(a.name): print(f"{a.name} is a baseline: its card alone ships, {a.weights} is not copied")
+    dst = target(a.name)
     if dst.exists() and not a.overwrite: raise SystemExit(f'{dst} exists; pass --overwrite to replace it')
-    old = json.loads((DEST / f'{a.name}.json').read_text()) if (DEST / f'{a.name}.json').exists() else {}
+    old = json.loads(card_path(a.name).read_text()) if card_path(a.name).exists() else {}
     rows = [r for e in a.eval for r in json.loads(e.read_text())]
     own = [r for r in rows if r['method'].startswith(method)]
     floor = [r for r in old.get('metrics', []) if r['method'] == 'mean training image'] # a property of the data, kept
@@ -67,6 +139,9 @@ def ship_study(a):
     for kv in a.arm.split(','): # the arm's own fields, as the study parsed them
         k, _, v = kv.partition('=')
         if v: settings[k] = json.loads(v) if v[0].isdigit() or v[0] in '-.' else v
+    model = {k.removeprefix('model.'): v for k, v in settings.items() if k.startswith('model.')} # the arm's model fields
+    if is_baseline(a.name) and settings['t_max'] != 0:
+        raise SystemExit(f"{a.name} is a deterministic baseline, trained at t = 0 only, but --arm {a.arm!r} does not set t_max=0")
     init = settings.pop('init', None)
     this = {'settings': settings, 'init': Path(init).name if init else None, 'steps': last['step'], 'train_seconds': round(last['train_s']),
             'final_loss': round(last['loss'], 4), 'images_per_s': round(arm['images'] / last['train_s'], 1),
@@ -86,28 +161,26 @@ def ship_study(a):
         this['generator'] = f"{data['generator']}, the same scene stream"
         data['generator'] = '; then '.join(f"phase {i + 1}: {p['generator']}" for i, p in enumerate(before + [this]))
     phases = before + [this]
-    shutil.copyfile(a.weights, dst)
-    card = {'name': a.name, 'file': dst.name, 'bytes': dst.stat().st_size, 'sha256': hashlib.sha256(dst.read_bytes()).hexdigest(),
-            'family': family, 'method': method, 'weights': 'EMA, float16', 'model': old.get('model'), 'data': data,
+    card = {'family': family, 'method': method, 'weights': 'EMA, float16', 'model': old.get('model') or preset_model(model), 'data': data,
             'steps': sum(p['steps'] - p['start_step'] for p in phases), 'train_seconds': sum(p['train_seconds'] for p in phases),
             'images_seen': sum(p['images'] for p in phases), 'gpu_seconds': sum(p['train_seconds'] for p in phases),
             'device': ', '.join(dict.fromkeys(p['device'] for p in phases)), 'date': a.date,
             'concurrent': '; '.join(f"phase {i + 1}: {p['concurrent']}" for i, p in enumerate(phases) if p.get('concurrent')),
             'phases': phases,
             'metrics': [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in own + floor]}
-    (DEST / f'{a.name}.json').write_text(json.dumps(card, indent=1) + '\n')
-    cards = {n: json.loads((DEST / f'{n}.json').read_text()) for n in MODELS if (DEST / f'{n}.json').exists()}
-    (DEST / 'README.md').write_text(readme(cards))
-    print(f"{a.name}: {card['bytes'] / 2**20:.1f} MiB, {card['steps']} steps, {card['images_seen']:,} images, {card['gpu_seconds']} GPU-s")
+    card = write_card(a.name, a.weights, card)
+    write_readme()
+    print(f"{a.name}: {size(card)}, {card['steps']} steps, {card['images_seen']:,} images, {card['gpu_seconds']} GPU-s")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if '--study' in __import__('sys').argv:
+    if sys.argv[1:] == ['--readme']: return write_readme()
+    if '--study' in sys.argv:
         ap.add_argument('--study', type=Path, required=True, help="a study's JSON (benchmarks/study.py --json)")
         ap.add_argument('--arm', required=True, help='the arm whose weights ship')
         ap.add_argument('--name', required=True, choices=sorted(MODELS))
-        ap.add_argument('--weights', type=Path, required=True, help="the arm's weights (study.py --save)")
+        ap.add_argument('--weights', type=Path, help="the arm's weights (study.py --save); required unless --name is a -det baseline")
         ap.add_argument('--eval', type=Path, nargs='+', required=True, help='rd-eval results.json files')
         ap.add_argument('--device', required=True)
         ap.add_argument('--date', required=True)
@@ -123,61 +196,68 @@ def main():
     a = ap.parse_args()
     DEST.mkdir(exist_ok=True)
     cards = {}
-    for name, (family, method) in MODELS.items():
-        src = a.weights / f'{name}-64.safetensors'
-        dst = DEST / f'{name}.safetensors'
+    for name in LEGACY:
+        family, method = MODELS[name]
+        dst = target(name)
         if dst.exists() and not a.overwrite: raise SystemExit(f'{dst} exists; pass --overwrite to replace it')
-        shutil.copyfile(src, dst)
         phases = [phase(r / name) for r in a.runs]
         rows = json.loads((a.eval / family / 'results.json').read_text())
         own = [r for r in rows if r['method'].startswith(method) or (method == 'RenderDiffusion' and r['method'].startswith('RenderDiffusion'))]
         floor = [r for r in rows if r['method'] == 'mean training image']
         data = dict(family=family, train_scenes=20000, views_per_scene=1, resolution=64, generator='renderdiffusion_nb.data.make_dataset',
                     split='train', test='64 held-out scenes x 4 views (split test), view 0 is the input')
-        card = {'name': name, 'file': dst.name, 'bytes': dst.stat().st_size, 'sha256': hashlib.sha256(dst.read_bytes()).hexdigest(),
-                'family': family, 'method': method, 'weights': 'EMA, float16', 'model': phases[-1]['model'], 'data': data,
+        card = {'family': family, 'method': method, 'weights': 'EMA, float16', 'model': phases[-1]['model'], 'data': data,
                 'steps': sum(p['steps'] - p['start_step'] for p in phases), 'train_seconds': sum(p['train_seconds'] for p in phases),
                 'device': a.device, 'date': a.date, 'concurrent': a.concurrent,
                 'phases': [{k: v for k, v in p.items() if k != 'model'} for p in phases],
                 'metrics': [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in own + floor]}
-        (DEST / f'{name}.json').write_text(json.dumps(card, indent=1) + '\n')
-        cards[name] = card
-    (DEST / 'README.md').write_text(readme(cards))
-    print('\n'.join(f"{n}: {c['bytes'] / 2**20:.1f} MiB, {c['steps']} steps" for n, c in cards.items()))
+        cards[name] = write_card(name, a.weights / f'{name}-64.safetensors', card)
+    write_readme()
+    print('\n'.join(f"{n}: {size(c)}, {c['steps']} steps" for n, c in cards.items()))
 
 
-def readme(cards: dict) -> str:
-    "The model cards as Markdown."
+def section(n: str, c: dict, level: str = '##') -> list:
+    "One model's card as Markdown lines: data, model, training, its phases and its metric table."
+    fresh = all(p.get('data', '').startswith('procedural:') for p in c['phases'])
+    images = c.get('images_seen', sum((p['steps'] - p['start_step']) * p['settings']['batch_size'] for p in c['phases']))
+    gpu = c.get('gpu_seconds', c['train_seconds'])
+    weights = 'not shipped' if c['file'] is None else f"{c['weights']}, {c['bytes'] / 2**20:.1f} MiB"
+    out = [f"{level} `{n}`: {c['method']} on `{c['family']}`", '',
+           f"- data: {c['data']['train_scenes']:,} `{c['family']}` scenes at 64x64, one view each"
+           f"{' (fresh procedural scenes every step: no scene seen twice)' if fresh else ''}; evaluated on {c['data']['test']}",
+           f"- model: `small` preset ({c['model']['unet']['channels']}-channel U-Net, triplane {c['model']['triplane_res']}x{c['model']['triplane_res']}x{c['model']['n_features']}, "
+           f"{c['model']['n_coarse']}+{c['model']['n_fine']} samples per ray); weights: {weights}",
+           f"- training: {c['steps']:,} steps in {len(c['phases'])} phase(s), "
+           f"{c['train_seconds'] / 60:.0f} min on one GPU at a time ({c['device']}; {c['date']}){'; ' + c['concurrent'] if c['concurrent'] else ''}",
+           f"- in all: {images:,} images seen, {gpu / 60:.1f} GPU-minutes"]
+    for i, p in enumerate(c['phases']):
+        s = p['settings']
+        what = f"t_max={s['t_max']} (no noise)" if s.get('t_max') == 0 else f"t_power={s.get('t_power', 1.0)}"
+        out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']} of batch {s['batch_size']}, lr {s['lr']} (warm-up {s.get('warmup', 'min(500, steps / 10)')}, cosine), "
+                   f"{what}, seed {s.get('seed', 0)}"
+                   f"{', from ' + p['init'] if p['init'] else ', from random weights'}; final loss {p['final_loss']}, {p['images_per_s']} images/s"
+                   f"{', ' + p['device'] + ', ' + p['date'] if p.get('device') else ''}")
+    out += ['', '| method | t_r | input PSNR | novel PSNR | input SSIM | novel SSIM | novel depth MAE |', '| --- | --- | --- | --- | --- | --- | --- |']
+    f = lambda r, k, fmt: fmt.format(r[k]) if r.get(k) is not None else '-'
+    out += [f"| {r['method']} | {f(r, 't_r', '{}')} | {f(r, 'input_psnr', '{:.2f}')} | {f(r, 'novel_psnr', '{:.2f}')} | {f(r, 'input_ssim', '{:.3f}')} "
+            f"| {f(r, 'novel_ssim', '{:.3f}')} | {f(r, 'novel_depth_mae', '{:.3f}')} |" for r in c['metrics'] if r.get('input_psnr') is not None]
+    return out + ['']
+
+
+def readme(cards: dict, baselines: dict | None = None) -> str:
+    "The model cards as Markdown: the shipped models, then the baselines whose numbers alone are recorded."
     out = ['# Shipped models', '',
            'Trained with `renderdiffusion_nb.train` on procedural scenes (`renderdiffusion_nb.scenes`), strictly monocular:',
            'one view of each training scene is ever seen. Load one with `load_pretrained(name)`; each file is checked',
            'against the SHA-256 in its card first. Numbers are on held-out scenes and held-out views (`rd-eval`).', '']
-    for n, c in cards.items():
-        fresh = all(p.get('data', '').startswith('procedural:') for p in c['phases'])
-        images = c.get('images_seen', sum((p['steps'] - p['start_step']) * p['settings']['batch_size'] for p in c['phases']))
-        gpu = c.get('gpu_seconds', c['train_seconds'])
-        out += [f"## `{n}`: {c['method']} on `{c['family']}`", '',
-                f"- data: {c['data']['train_scenes']:,} `{c['family']}` scenes at 64x64, one view each"
-                f"{' (fresh procedural scenes every step: no scene seen twice)' if fresh else ''}; evaluated on {c['data']['test']}",
-                f"- model: `small` preset ({c['model']['unet']['channels']}-channel U-Net, triplane {c['model']['triplane_res']}x{c['model']['triplane_res']}x{c['model']['n_features']}, "
-                f"{c['model']['n_coarse']}+{c['model']['n_fine']} samples per ray); weights: {c['weights']}, {c['bytes'] / 2**20:.1f} MiB",
-                f"- training: {c['steps']:,} steps in {len(c['phases'])} phase(s), "
-                f"{c['train_seconds'] / 60:.0f} min on one GPU at a time ({c['device']}; {c['date']}){'; ' + c['concurrent'] if c['concurrent'] else ''}",
-                f"- in all: {images:,} images seen, {gpu / 60:.1f} GPU-minutes"]
-        for i, p in enumerate(c['phases']):
-            s = p['settings']
-            what = f"t_max={s['t_max']} (no noise)" if s.get('t_max') == 0 else f"t_power={s.get('t_power', 1.0)}"
-            out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']} of batch {s['batch_size']}, lr {s['lr']} (warm-up {s.get('warmup', 'min(500, steps / 10)')}, cosine), "
-                       f"{what}, seed {s.get('seed', 0)}"
-                       f"{', from ' + p['init'] if p['init'] else ', from random weights'}; final loss {p['final_loss']}, {p['images_per_s']} images/s"
-                       f"{', ' + p['device'] + ', ' + p['date'] if p.get('device') else ''}")
-        out += ['', '| method | t_r | input PSNR | novel PSNR | input SSIM | novel SSIM | novel depth MAE |', '| --- | --- | --- | --- | --- | --- | --- |']
-        f = lambda r, k, fmt: fmt.format(r[k]) if r.get(k) is not None else '-'
-        out += [f"| {r['method']} | {f(r, 't_r', '{}')} | {f(r, 'input_psnr', '{:.2f}')} | {f(r, 'novel_psnr', '{:.2f}')} | {f(r, 'input_ssim', '{:.3f}')} "
-                f"| {f(r, 'novel_ssim', '{:.3f}')} | {f(r, 'novel_depth_mae', '{:.3f}')} |" for r in c['metrics'] if r.get('input_psnr') is not None]
-        out.append('')
+    for n, c in cards.items(): out += section(n, c)
+    if not baselines: return '\n'.join(out)
+    out += ['## Deterministic baselines (numbers only)', '',
+            'The same network trained at t = 0 only (`rd-train <data> <run folder> --t_max 0`): the deterministic single-view',
+            "reconstructor the paper compares with. Their weights are not shipped, to keep the package's weights under 40 MB;",
+            'their cards in `baselines/` (`recorded_baselines()`) record how they were trained and what they measured.', '']
+    for n, c in baselines.items(): out += section(n, c, '###')
     return '\n'.join(out)
-
 
 if __name__ == '__main__':
     main()
