@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 cfg = configparser.ConfigParser(delimiters=['='])
 cfg.read(ROOT / 'settings.ini')
 SCRIPTS = dict(s.split('=') for s in cfg['DEFAULT']['console_scripts'].split())
-SHIPPED = ['chairs', 'clevr1']
-BASELINES = ['chairs-det', 'clevr1-det'] # recorded in weights/baselines/, weights not shipped
+SHIPPED = ['cars', 'chairs', 'clevr1', 'planes']
+BASELINES = ['cars-det', 'chairs-det', 'clevr1-det', 'planes-det']
 
 
 @pytest.fixture(scope='module')

@@ -78,6 +78,7 @@ def test_a_baseline_ships_its_card_alone(ship, monkeypatch):
     "A -det name: its card goes to baselines/ with no file, nothing is copied, and the README lists it under the baselines."
     mod, tmp = ship
     files = lambda: sorted(str(p.relative_to(mod.DEST)) for p in mod.DEST.rglob('*') if p.is_file())
+    (mod.DEST / 'baselines' / 'cars-det.json').unlink(missing_ok=True) # shipped for the first time here
     before = files()
     study_files(tmp, 't_max=0,lr=5e-4', images=400_000, train_s=300.0, family='cars', method='deterministic baseline')
     card = run(mod, tmp, 't_max=0,lr=5e-4', name='cars-det', weights=False)
@@ -105,3 +106,19 @@ def test_readme_is_what_the_cards_give(ship):
     md = (mod.DEST / 'README.md').read_text()
     assert md == mod.readme(*mod.read_cards()), 'weights/README.md is stale: python tools/ship_models.py --readme'
     assert md.index('## `chairs`') < md.index('## Deterministic baselines (numbers only)') < md.index('### `chairs-det`')
+
+
+def test_a_stopped_shared_run_records_how_and_the_floor_comes_from_its_evaluation(ship):
+    mod, tmp = ship
+    study_files(tmp, 't_power=2,lr=5e-4', images=100_096, train_s=437.0, family='cars')
+    rows = json.loads((tmp / 'eval.json').read_text()) + [dict(family='cars', method='mean training image', input_psnr=12.95, novel_psnr=12.94)]
+    (tmp / 'eval.json').write_text(json.dumps(rows))
+    old, sys.argv = sys.argv, ['ship_models.py', '--study', str(tmp / 'study.json'), '--arm', 't_power=2,lr=5e-4', '--name', 'cars',
+                               '--weights', str(tmp / 'w.safetensors'), '--eval', str(tmp / 'eval.json'), '--device', 'GPU X',
+                               '--date', '2026-12-02', '--concurrent', 'five runs shared the GPU', '--note', 'stopped at half its schedule']
+    try: mod.main()
+    finally: sys.argv = old
+    card = json.loads(mod.card_path('cars').read_text())
+    assert card['concurrent'] == 'phase 1: five runs shared the GPU' and card['phases'][0]['note'] == 'stopped at half its schedule'
+    assert [r['method'] for r in card['metrics']] == ['RenderDiffusion', 'mean training image']
+    assert 'stopped at half its schedule' in (mod.DEST / 'README.md').read_text()

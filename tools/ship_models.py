@@ -132,7 +132,8 @@ def ship_study(a):
     old = json.loads(card_path(a.name).read_text()) if card_path(a.name).exists() else {}
     rows = [r for e in a.eval for r in json.loads(e.read_text())]
     own = [r for r in rows if r['method'].startswith(method)]
-    floor = [r for r in old.get('metrics', []) if r['method'] == 'mean training image'] # a property of the data, kept
+    floor = [r for r in rows if r['method'] == 'mean training image'] # a property of the data: from this evaluation, else kept
+    floor = floor or [r for r in old.get('metrics', []) if r['method'] == 'mean training image']
     last = arm['curve'][-1]
     settings = dict(steps=last['step'], batch_size=arm['batch'], lr=arm['lr'], warmup=min(500, last['step'] // 10), t_max=None, t_power=1.0,
                     weighting='uniform', seed=0) # study.py's settings for a `small` run
@@ -146,6 +147,8 @@ def ship_study(a):
     this = {'settings': settings, 'init': Path(init).name if init else None, 'steps': last['step'], 'train_seconds': round(last['train_s']),
             'final_loss': round(last['loss'], 4), 'images_per_s': round(arm['images'] / last['train_s'], 1),
             'data': f'procedural:{family}', 'start_step': 0, 'images': arm['images'], 'device': a.device, 'date': a.date}
+    if a.concurrent: this['concurrent'] = a.concurrent
+    if a.note: this['note'] = a.note
     data = dict(family=family, train_scenes=arm['images'], views_per_scene=1, resolution=64,
                 generator=f'procedural:{family} (fresh scenes every step, split train)',
                 test='64 held-out scenes x 4 views (split test), view 0 is the input')
@@ -184,6 +187,8 @@ def main():
         ap.add_argument('--eval', type=Path, nargs='+', required=True, help='rd-eval results.json files')
         ap.add_argument('--device', required=True)
         ap.add_argument('--date', required=True)
+        ap.add_argument('--concurrent', default='', help='how the GPU was shared during this run, if it was')
+        ap.add_argument('--note', default='', help="what else the phase's line should say (e.g. a run stopped before its schedule's end)")
         ap.add_argument('--overwrite', action='store_true')
         return ship_study(ap.parse_args())
     ap.add_argument('--runs', nargs='+', type=Path, required=True, help='run folders of the training phases, in order')
@@ -218,8 +223,9 @@ def main():
 
 def section(n: str, c: dict, level: str = '##') -> list:
     "One model's card as Markdown lines: data, model, training, its phases and its metric table."
-    fresh = all(p.get('data', '').startswith('procedural:') for p in c['phases'])
     images = c.get('images_seen', sum((p['steps'] - p['start_step']) * p['settings']['batch_size'] for p in c['phases']))
+    # fresh: every image a new scene (a continued run restarts the stream, so its phases can see scenes again)
+    fresh = all(p.get('data', '').startswith('procedural:') for p in c['phases']) and images == c['data']['train_scenes']
     gpu = c.get('gpu_seconds', c['train_seconds'])
     weights = 'not shipped' if c['file'] is None else f"{c['weights']}, {c['bytes'] / 2**20:.1f} MiB"
     out = [f"{level} `{n}`: {c['method']} on `{c['family']}`", '',
@@ -236,7 +242,7 @@ def section(n: str, c: dict, level: str = '##') -> list:
         out.append(f"  - phase {i + 1}: steps {p['start_step']}-{p['steps']} of batch {s['batch_size']}, lr {s['lr']} (warm-up {s.get('warmup', 'min(500, steps / 10)')}, cosine), "
                    f"{what}, seed {s.get('seed', 0)}"
                    f"{', from ' + p['init'] if p['init'] else ', from random weights'}; final loss {p['final_loss']}, {p['images_per_s']} images/s"
-                   f"{', ' + p['device'] + ', ' + p['date'] if p.get('device') else ''}")
+                   f"{', ' + p['device'] + ', ' + p['date'] if p.get('device') else ''}{'; ' + p['note'] if p.get('note') else ''}")
     out += ['', '| method | t_r | input PSNR | novel PSNR | input SSIM | novel SSIM | novel depth MAE |', '| --- | --- | --- | --- | --- | --- | --- |']
     f = lambda r, k, fmt: fmt.format(r[k]) if r.get(k) is not None else '-'
     out += [f"| {r['method']} | {f(r, 't_r', '{}')} | {f(r, 'input_psnr', '{:.2f}')} | {f(r, 'novel_psnr', '{:.2f}')} | {f(r, 'input_ssim', '{:.3f}')} "
