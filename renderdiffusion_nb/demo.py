@@ -327,10 +327,11 @@ def _index_html(sections, scores, times, total, where, t_r) -> str:
 @user_errors
 def rd_demo(out:str='outputs', # Folder for the pictures and index.html
             n_scenes:int=2, # Fresh test scenes per family
+            families:str='clevr1,chairs', # Comma-separated shipped RenderDiffusion models to show (see `pretrained_models`)
             seed:int=0, # Seed of all noise
             device:str=None, # 'cpu' or 'cuda' (default: CUDA when available)
            ):
     "Run the demo of the shipped models and write OUT/index.html."
     t0 = time.perf_counter()
-    path = run_demo(out, n_scenes=n_scenes, seed=seed, device=device)
+    path = run_demo(out, n_scenes=n_scenes, families=tuple(f.strip() for f in families.split(',')), seed=seed, device=device)
     print(f"demo written to {path} in {time.perf_counter() - t0:.0f} s")

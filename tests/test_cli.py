@@ -72,6 +72,11 @@ def test_demo_refuses_a_foreign_folder_in_one_line(bin_dir, tmp_path):
     assert 'was not written by the demo' in line and (tmp_path / 'mine' / 'notes.txt').read_text() == 'mine'
 
 
+def test_demo_names_the_shipped_models_when_a_family_has_none(bin_dir, tmp_path):
+    line = one_line_error(run(bin_dir, 'rd-demo', '--families', 'cars,boats', cwd=tmp_path), 'rd-demo')
+    assert "no shipped model for ['boats']" in line and 'planes' in line and not (tmp_path / 'outputs').exists(), line
+
+
 def test_malformed_command_line_is_argparses(bin_dir):
     r = run(bin_dir, 'rd-eval')
     assert r.returncode == 2 and 'usage: rd-eval' in r.stderr and 'Traceback' not in r.stderr, r.stderr
