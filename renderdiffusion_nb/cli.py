@@ -51,19 +51,13 @@ def user_errors(f):
 def resolve_checkpoint(spec:str, # A checkpoint file, or the name of a shipped model (see `pretrained_models`)
                       ) -> Path:
     "The checkpoint file `spec` names: a file that exists, else a shipped model's weights (checked against its card)."
-    import hashlib
-    from renderdiffusion_nb.model import load_pretrained, pretrained_models, recorded_baselines, weights_dir
+    from renderdiffusion_nb.model import pretrained_models, pretrained_path, recorded_baselines
     p = Path(spec)
     if p.is_file(): return p
     cards = pretrained_models()
-    if spec not in cards:
-        if spec in recorded_baselines(): load_pretrained(spec, device='cpu') # raises: not shipped, its card has its numbers
-        what = f"{spec!r} is a folder, not a checkpoint file" if p.is_dir() else f"no checkpoint file {spec!r}"
-        raise FileNotFoundError(f"{what}, and no shipped model has that name; shipped models: {', '.join(sorted(cards)) or 'none'}")
-    path = weights_dir() / cards[spec]['file']
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != cards[spec]['sha256']:
-        load_pretrained(spec, device='cpu') # raises its message for missing or corrupt weights
-    return path
+    if spec in cards or spec in recorded_baselines(): return pretrained_path(spec) # raises for missing, corrupt or unshipped weights
+    what = f"{spec!r} is a folder, not a checkpoint file" if p.is_dir() else f"no checkpoint file {spec!r}"
+    raise FileNotFoundError(f"{what}, and no shipped model has that name; shipped models: {', '.join(sorted(cards)) or 'none'}")
 
 # %% ../nbs/14_cli.ipynb #024009c2
 @call_parse

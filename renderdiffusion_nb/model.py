@@ -26,8 +26,8 @@ from .unet import TriplaneUNet, UNetConfig, unet_config
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'FORMAT', 'ModelConfig', 'model_config', 'RenderDiffusion', 'save_checkpoint', 'Checkpoint',
-           'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models', 'load_pretrained',
-           'recorded_baselines']
+           'load_checkpoint', 'load_model', 'export_weights', 'weights_dir', 'pretrained_models', 'pretrained_path',
+           'load_pretrained', 'recorded_baselines']
 
 # %% ../nbs/08_model.ipynb #57b4a44a
 @dataclass
@@ -318,10 +318,9 @@ def pretrained_models() -> dict: # name -> model card
     d = weights_dir()
     return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob('*.json'))} if d.is_dir() else {}
 
-def load_pretrained(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see `pretrained_models`)
-                    device:str|torch.device|None=None, # Device (default: CUDA when available)
-                   ) -> RenderDiffusion:
-    "A shipped model, ready to use, after checking its file against the SHA-256 in its card."
+def pretrained_path(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see `pretrained_models`)
+                   ) -> Path:
+    "The weights file of a shipped model, after checking it against the SHA-256 in its card."
     cards, d = pretrained_models(), weights_dir()
     shipped = ', '.join(sorted(cards)) or 'none'
     if name not in cards and name in recorded_baselines():
@@ -336,7 +335,13 @@ def load_pretrained(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see 
     if digest != cards[name]['sha256']:
         raise ValueError(f"the weights of model {name!r} are corrupt: {path} has SHA-256 {digest[:16]}..., its card says "
                          f"{cards[name]['sha256'][:16]}... ({path.stat().st_size} bytes, card: {cards[name].get('bytes')}); {fix}")
-    return load_model(path, device=device)
+    return path
+
+def load_pretrained(name:str, # A shipped model, e.g. 'clevr1' or 'chairs' (see `pretrained_models`)
+                    device:str|torch.device|None=None, # Device (default: CUDA when available)
+                   ) -> RenderDiffusion:
+    "A shipped model, ready to use, after checking its file against the SHA-256 in its card (`pretrained_path`)."
+    return load_model(pretrained_path(name), device=device)
 
 # %% ../nbs/08_model.ipynb #8b02a684
 def recorded_baselines() -> dict: # name -> model card
