@@ -122,3 +122,16 @@ def test_a_stopped_shared_run_records_how_and_the_floor_comes_from_its_evaluatio
     assert card['concurrent'] == 'phase 1: five runs shared the GPU' and card['phases'][0]['note'] == 'stopped at half its schedule'
     assert [r['method'] for r in card['metrics']] == ['RenderDiffusion', 'mean training image']
     assert 'stopped at half its schedule' in (mod.DEST / 'README.md').read_text()
+
+
+def test_a_run_stopped_before_its_schedule_records_the_schedule_and_what_it_trained(ship):
+    mod, tmp = ship
+    study_files(tmp, 't_power=2,lr=5e-4', images=200_064, train_s=437.0, family='cars') # planned: 1,563 steps of 128
+    study = json.loads((tmp / 'study.json').read_text())
+    study['arms'][0]['curve'] = [dict(step=782, images=100_096, loss=0.07, train_s=437.0, input_psnr=19.6, novel_psnr=16.3)]
+    (tmp / 'study.json').write_text(json.dumps(study))
+    card = run(mod, tmp, 't_power=2,lr=5e-4', name='cars')
+    p = card['phases'][0]
+    assert (p['settings']['steps'], p['settings']['warmup'], p['steps'], p['images']) == (1563, 156, 782, 100_096)
+    assert p['note'] == "stopped at step 782 of its schedule's 1563" and card['images_seen'] == card['data']['train_scenes'] == 100_096
+    assert p['images_per_s'] == round(100_096 / 437.0, 1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -134,8 +135,8 @@ def ship_study(a):
     own = [r for r in rows if r['method'].startswith(method)]
     floor = [r for r in rows if r['method'] == 'mean training image'] # a property of the data: from this evaluation, else kept
     floor = floor or [r for r in old.get('metrics', []) if r['method'] == 'mean training image']
-    last = arm['curve'][-1]
-    settings = dict(steps=last['step'], batch_size=arm['batch'], lr=arm['lr'], warmup=min(500, last['step'] // 10), t_max=None, t_power=1.0,
+    last, planned = arm['curve'][-1], math.ceil(arm['images'] / arm['batch']) # the last score; the steps its schedule was made for
+    settings = dict(steps=planned, batch_size=arm['batch'], lr=arm['lr'], warmup=min(500, planned // 10), t_max=None, t_power=1.0,
                     weighting='uniform', seed=0) # study.py's settings for a `small` run
     for kv in a.arm.split(','): # the arm's own fields, as the study parsed them
         k, _, v = kv.partition('=')
@@ -145,11 +146,12 @@ def ship_study(a):
         raise SystemExit(f"{a.name} is a deterministic baseline, trained at t = 0 only, but --arm {a.arm!r} does not set t_max=0")
     init = settings.pop('init', None)
     this = {'settings': settings, 'init': Path(init).name if init else None, 'steps': last['step'], 'train_seconds': round(last['train_s']),
-            'final_loss': round(last['loss'], 4), 'images_per_s': round(arm['images'] / last['train_s'], 1),
-            'data': f'procedural:{family}', 'start_step': 0, 'images': arm['images'], 'device': a.device, 'date': a.date}
+            'final_loss': round(last['loss'], 4), 'images_per_s': round(last['images'] / last['train_s'], 1),
+            'data': f'procedural:{family}', 'start_step': 0, 'images': last['images'], 'device': a.device, 'date': a.date}
+    stopped = f"stopped at step {last['step']} of its schedule's {planned}" if last['step'] < planned else ''
     if a.concurrent: this['concurrent'] = a.concurrent
-    if a.note: this['note'] = a.note
-    data = dict(family=family, train_scenes=arm['images'], views_per_scene=1, resolution=64,
+    if stopped or a.note: this['note'] = '; '.join(n for n in (stopped, a.note) if n)
+    data = dict(family=family, train_scenes=last['images'], views_per_scene=1, resolution=64,
                 generator=f'procedural:{family} (fresh scenes every step, split train)',
                 test='64 held-out scenes x 4 views (split test), view 0 is the input')
     before = []
@@ -160,7 +162,7 @@ def ship_study(a):
                        device=p.get('device', old['device']), date=p.get('date', old['date']),
                        generator=p.get('generator', old['data']['generator']), concurrent=p.get('concurrent', old.get('concurrent', '')))
                   for p in old['phases'] if not same(p)]
-        data['train_scenes'] = max([arm['images']] + [old['data']['train_scenes']])
+        data['train_scenes'] = max(last['images'], old['data']['train_scenes'])
         this['generator'] = f"{data['generator']}, the same scene stream"
         data['generator'] = '; then '.join(f"phase {i + 1}: {p['generator']}" for i, p in enumerate(before + [this]))
     phases = before + [this]
